@@ -1,0 +1,153 @@
+"""Preprocess ``nnUNet_raw/DatasetXXX/imagesUnlabeled`` with the dataset's own plans.
+
+Every case is checked before anything is written (channels, file ending,
+readability, geometry of a case's channels). Output goes to a temporary
+folder that replaces ``<data_identifier>_unlabeled`` only when every case
+succeeded, so a failed run leaves earlier results and the labeled
+preprocessed data untouched.
+"""
+import multiprocessing
+import os
+import re
+import shutil
+from collections import defaultdict
+from typing import Dict, List
+
+import numpy as np
+from batchgenerators.utilities.file_and_folder_operations import isfile, join, load_json, maybe_mkdir_p
+from tqdm import tqdm
+
+from nnunetv2.paths import nnUNet_preprocessed, nnUNet_raw
+from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPreprocessor
+from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2, comp_blosc2_params
+from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+from nnunetv2_asyco.data.unlabeled_data import unlabeled_folder
+
+UNLABELED_IMAGES_FOLDER = "imagesUnlabeled"
+
+
+class UnlabeledDataError(ValueError):
+    """Bad unlabeled input; the message names the case and the fix."""
+
+
+def group_channel_files(folder: str, file_ending: str, num_channels: int) -> Dict[str, List[str]]:
+    """Map case id -> channel files (ordered), checking names, endings and channel counts."""
+    if not os.path.isdir(folder):
+        raise UnlabeledDataError(
+            f"No unlabeled images folder at {folder}. Put unlabeled scans there as CASE_0000{file_ending} "
+            f"(one file per channel, named like imagesTr), or use nnUNetv2_asyco_labeled_subset instead.")
+    files = sorted(f for f in os.listdir(folder) if not f.startswith("."))
+    if not files:
+        raise UnlabeledDataError(f"{folder} is empty. Add unlabeled scans named CASE_0000{file_ending}.")
+    pattern = re.compile(r"^(.+)_(\d{4})" + re.escape(file_ending) + "$")
+    channels = defaultdict(dict)
+    for f in files:
+        m = pattern.match(f)
+        if m is None:
+            hint = (f"its file ending is not the dataset's {file_ending!r}" if not f.endswith(file_ending)
+                    else f"it lacks the 4-digit channel suffix (CASE_0000{file_ending})")
+            raise UnlabeledDataError(f"Unlabeled file {join(folder, f)} is not usable: {hint}. Rename or convert it "
+                                     f"to match imagesTr (CASE_XXXX{file_ending}).")
+        channels[m.group(1)][int(m.group(2))] = join(folder, f)
+    expected = list(range(num_channels))
+    for case, chans in channels.items():
+        if sorted(chans) != expected:
+            raise UnlabeledDataError(
+                f"Unlabeled case {case!r} has channels {sorted(chans)}, but the dataset has {num_channels} "
+                f"channel(s) {expected} (dataset.json channel_names). Provide exactly "
+                + ", ".join(f"{case}_{c:04d}{file_ending}" for c in expected) + ".")
+    return {case: [chans[c] for c in expected] for case, chans in sorted(channels.items())}
+
+
+def check_case_readable_and_aligned(case: str, files: List[str], reader_class) -> None:
+    """Read every channel on its own and compare geometry, so a broken file is named precisely."""
+    reference = None
+    for f in files:
+        try:
+            data, props = reader_class().read_images([f])
+        except Exception as e:  # the reader's own exception types vary by format
+            raise UnlabeledDataError(f"Unlabeled case {case!r}: cannot read {f} ({type(e).__name__}: {e}). "
+                                     f"Replace or remove the file.") from e
+        geometry = {"shape": tuple(data.shape[1:]), "spacing": tuple(np.round(props["spacing"], 5))}
+        sitk = props.get("sitk_stuff")
+        if sitk is not None:
+            geometry["origin"] = tuple(np.round(sitk["origin"], 3))
+            geometry["direction"] = tuple(np.round(sitk["direction"], 4))
+        if reference is None:
+            reference = (f, geometry)
+        elif geometry != reference[1]:
+            diff = {k: (reference[1][k], geometry[k]) for k in geometry if geometry[k] != reference[1].get(k)}
+            raise UnlabeledDataError(
+                f"Unlabeled case {case!r}: channels do not share one geometry; {os.path.basename(f)} differs from "
+                f"{os.path.basename(reference[0])} in {diff}. Resample all channels of a case onto the same grid.")
+
+
+def _preprocess_and_save(preprocessor_class, output_truncated: str, image_files: List[str], plans: dict,
+                         configuration: str, dataset_json: dict) -> None:
+    plans_manager = PlansManager(plans)
+    configuration_manager = plans_manager.get_configuration(configuration)
+    preprocessor = preprocessor_class(verbose=False)
+    data, seg, properties = preprocessor.run_case(image_files, None, plans_manager, configuration_manager,
+                                                  dataset_json)
+    # run_case writes class_locations only when a label is given; the loader reads the key
+    properties["class_locations"] = {}
+    data = data.astype(np.float32, copy=False)
+    seg = seg.astype(np.int16, copy=False)  # only the -1 nonzero-region marker, no classes
+    patch = tuple(configuration_manager.patch_size)
+    blocks, chunks = comp_blosc2_params(data.shape, patch, data.itemsize)
+    blocks_seg, chunks_seg = comp_blosc2_params(seg.shape, patch, seg.itemsize)
+    nnUNetDatasetBlosc2.save_case(data, seg, properties, output_truncated, chunks=chunks, blocks=blocks,
+                                  chunks_seg=chunks_seg, blocks_seg=blocks_seg)
+
+
+def preprocess_unlabeled(dataset_name_or_id, configuration: str, plans_identifier: str = "nnUNetPlans",
+                         num_processes: int = 2, show_progress: bool = True) -> str:
+    """Check and preprocess all unlabeled scans of a dataset for one configuration. Returns the output folder."""
+    dataset_name = maybe_convert_to_dataset_name(dataset_name_or_id)
+    base = join(nnUNet_preprocessed, dataset_name)
+    plans_file = join(base, plans_identifier + ".json")
+    if not isfile(plans_file):
+        raise UnlabeledDataError(
+            f"{dataset_name} is not planned with {plans_identifier} ({plans_file} missing). Run "
+            f"nnUNetv2_plan_and_preprocess -d {dataset_name_or_id} first (with -pl/-overwrite_plans_name for "
+            f"other plans).")
+    plans = load_json(plans_file)
+    plans_manager = PlansManager(plans)
+    if configuration not in plans["configurations"]:
+        raise UnlabeledDataError(f"Configuration {configuration!r} is not in {plans_file}; available: "
+                                 f"{list(plans['configurations'])}.")
+    configuration_manager = plans_manager.get_configuration(configuration)
+    dataset_json = load_json(join(base, "dataset.json"))
+    file_ending = dataset_json["file_ending"]
+    num_channels = len(dataset_json.get("channel_names", dataset_json.get("modality", {})))
+
+    cases = group_channel_files(join(nnUNet_raw, dataset_name, UNLABELED_IMAGES_FOLDER), file_ending,
+                                num_channels)
+    reader_class = plans_manager.image_reader_writer_class
+    for case, files in cases.items():
+        check_case_readable_and_aligned(case, files, reader_class)
+
+    output = unlabeled_folder(base, configuration_manager.data_identifier)
+    if os.path.abspath(output) == os.path.abspath(join(base, configuration_manager.data_identifier)):
+        raise RuntimeError("refusing to write unlabeled data into the labeled preprocessed folder")
+    staging = output + ".incomplete"
+    if os.path.isdir(staging):
+        shutil.rmtree(staging)
+    maybe_mkdir_p(staging)
+    preprocessor_class = configuration_manager.preprocessor_class or DefaultPreprocessor
+    jobs = [(preprocessor_class, join(staging, case), files, plans, configuration, dataset_json)
+            for case, files in cases.items()]
+    with multiprocessing.get_context("spawn").Pool(max(1, num_processes)) as pool:
+        results = pool.imap_unordered(_star_preprocess, jobs)
+        for _ in tqdm(results, total=len(jobs), desc="Preprocessing unlabeled cases", disable=not show_progress):
+            pass
+    if os.path.isdir(output):
+        shutil.rmtree(output)
+    os.replace(staging, output)
+    return output
+
+
+def _star_preprocess(job):
+    return _preprocess_and_save(*job)

@@ -1,0 +1,35 @@
+"""AsyCo ablations (one part switched off each) and short-run variants."""
+from nnunetv2_asyco.training.asyco import nnUNetTrainerAsyCo
+from nnunetv2_asyco.training.variants.training_length import epoch_variants
+
+
+class nnUNetTrainerAsyCo_noRemap(nnUNetTrainerAsyCo):
+    """Decoder-head decoupling off: no remapped paths, so no inter-head term either."""
+    remap_schedule = "off"
+    weight_inter_head = 0.0
+
+
+class nnUNetTrainerAsyCo_noBranchOutput(nnUNetTrainerAsyCo):
+    """(i) branch-output consistency off."""
+    weight_branch_output = 0.0
+
+
+class nnUNetTrainerAsyCo_noInterHead(nnUNetTrainerAsyCo):
+    """(ii) inter-head consistency off (remapped paths still supervised)."""
+    weight_inter_head = 0.0
+
+
+class nnUNetTrainerAsyCo_noRepresentation(nnUNetTrainerAsyCo):
+    """(iii) representation consistency off."""
+    weight_representation = 0.0
+
+
+class nnUNetTrainerAsyCo_residualB(nnUNetTrainerAsyCo):
+    """Asymmetric encoders: branch B gets a residual encoder with the plans' stage widths."""
+    branch_b_encoder = "residual"
+
+
+for _base in (nnUNetTrainerAsyCo, nnUNetTrainerAsyCo_noRemap, nnUNetTrainerAsyCo_noBranchOutput,
+              nnUNetTrainerAsyCo_noInterHead, nnUNetTrainerAsyCo_noRepresentation, nnUNetTrainerAsyCo_residualB):
+    globals().update(epoch_variants(_base, __name__))
+del _base

@@ -1,0 +1,214 @@
+"""One semi-supervised base for every method: unlabeled loader, labeled subset, loss terms, checkpoint state.
+
+A method subclasses ``nnUNetTrainerSemiSupervised`` and implements
+``compute_loss_terms``; it may override ``build_network_architecture``,
+``after_optimizer_step`` and the ``extra_checkpoint_state`` pair. The training
+loop, augmentation, validation and checkpointing stay nnU-Net's.
+"""
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+from batchgenerators.dataloading.nondet_multi_threaded_augmenter import NonDetMultiThreadedAugmenter
+from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
+from torch import autocast
+from torch import distributed as dist
+from torch._dynamo import OptimizedModule
+
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.collate_outputs import collate_outputs
+from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
+from nnunetv2.utilities.helpers import dummy_context
+
+from nnunetv2_asyco.consistency import sigmoid_rampup
+from nnunetv2_asyco.data.unlabeled_data import (UnlabeledCases, UnlabeledDataLoader, list_preprocessed_cases,
+                                                unlabeled_folder)
+from nnunetv2_asyco.training.labeled_subset_split import LabeledSubsetSplitMixin
+from nnunetv2_asyco.training.term_logger import TermLocalLogger
+
+NO_UNLABELED_DATA_MESSAGE = (
+    "No unlabeled data for {dataset}, configuration {configuration}, fold {fold}. Semi-supervised training needs "
+    "one of:\n"
+    "  (a) unlabeled scans in nnUNet_raw/{dataset}/imagesUnlabeled (CASE_0000{ending}, channels as in imagesTr), "
+    "then: nnUNetv2_asyco_preprocess_unlabeled -d {dataset} -c {configuration} -p {plans}\n"
+    "  (b) a limited-label protocol on this fold: nnUNetv2_asyco_labeled_subset -d {dataset} -f {fold} -n N")
+
+
+class nnUNetTrainerSemiSupervised(LabeledSubsetSplitMixin, nnUNetTrainer):
+    # ---- options shared by every semi-supervised method ------------------------------
+    unlabeled_batch_ratio: float = 1.0  # unlabeled samples per labeled sample in a step
+    consistency_rampup_fraction: float = 0.4  # lambda(t) reaches 1 after this fraction of training
+    loss_terms: Tuple[str, ...] = ("supervised",)  # names logged per epoch as train_<term>
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.dataloader_unlabeled = None
+        self.iteration_in_epoch = 0
+        self.skipped_steps = 0
+        self.logger.local_logger = TermLocalLogger(self.term_log_keys() + ["consistency_weight"])
+
+    def term_log_keys(self) -> List[str]:
+        return [f"train_{t}" for t in self.loss_terms]
+
+    # ---- method hooks ------------------------------------------------------------------
+    def compute_loss_terms(self, data: torch.Tensor, target, unlabeled: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Unweighted loss terms of one step; must contain every name in ``loss_terms``."""
+        raise NotImplementedError
+
+    def combine_loss_terms(self, terms: Dict[str, torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def after_optimizer_step(self) -> None:
+        """Called after every optimizer step that was taken (Mean Teacher updates its EMA here)."""
+
+    def extra_checkpoint_state(self) -> dict:
+        return {}
+
+    def load_extra_checkpoint_state(self, state: dict) -> None:
+        pass
+
+    # ---- unwrapping (DDP / torch.compile) -----------------------------------------------
+    def unwrapped_network(self) -> torch.nn.Module:
+        mod = self.network.module if self.is_ddp else self.network
+        return mod._orig_mod if isinstance(mod, OptimizedModule) else mod
+
+    # ---- ramp-up -------------------------------------------------------------------------
+    def training_progress(self) -> float:
+        total = self.num_epochs * self.num_iterations_per_epoch
+        return (self.current_epoch * self.num_iterations_per_epoch + self.iteration_in_epoch) / max(total, 1)
+
+    def consistency_weight(self) -> float:
+        return sigmoid_rampup(self.training_progress(), self.consistency_rampup_fraction)
+
+    # ---- data ------------------------------------------------------------------------------
+    def unlabeled_sources(self) -> List[Tuple[str, str]]:
+        ingested = unlabeled_folder(self.preprocessed_dataset_folder_base, self.configuration_manager.data_identifier)
+        sources = [(ingested, c) for c in list_preprocessed_cases(ingested)]
+        sources += [(self.preprocessed_dataset_folder, c) for c in self.unlabeled_fold_cases()]
+        return sources
+
+    def check_supported(self) -> None:
+        if self.is_cascaded:
+            raise RuntimeError(
+                f"{self.__class__.__name__} does not support the cascade ({self.configuration_name}): unlabeled cases "
+                f"would need predictions of the low-resolution stage. Train 3d_fullres or 3d_lowres instead.")
+
+    def get_dataloaders(self):
+        self.check_supported()
+        sources = self.unlabeled_sources()
+        if not sources:
+            raise RuntimeError(NO_UNLABELED_DATA_MESSAGE.format(
+                dataset=self.plans_manager.dataset_name, configuration=self.configuration_name, fold=self.fold,
+                ending=self.dataset_json["file_ending"], plans=self.plans_manager.plans_name))
+        dl_tr, dl_val = super().get_dataloaders()
+        self.dataloader_unlabeled = self.build_unlabeled_loader(UnlabeledCases(sources))
+        self.print_to_log_file(f"Unlabeled cases: {len(sources)}, unlabeled batch size "
+                               f"{self.dataloader_unlabeled_batch_size}")
+        return dl_tr, dl_val
+
+    @property
+    def dataloader_unlabeled_batch_size(self) -> int:
+        return max(1, int(round(self.batch_size * self.unlabeled_batch_ratio)))
+
+    def build_unlabeled_loader(self, cases: UnlabeledCases):
+        """nnU-Net's training augmentation (without label-only steps) on random unlabeled patches."""
+        rotation, dummy_2d, initial_patch_size, mirror_axes = \
+            self.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+        transforms = self.get_training_transforms(
+            self.configuration_manager.patch_size, rotation, None, mirror_axes, dummy_2d,
+            use_mask_for_norm=self.configuration_manager.use_mask_for_norm, is_cascaded=False,
+            foreground_labels=self.label_manager.foreground_labels, regions=None, ignore_label=None)
+        loader = UnlabeledDataLoader(cases, self.dataloader_unlabeled_batch_size, initial_patch_size,
+                                     self.configuration_manager.patch_size, self.label_manager, transforms)
+        n_proc = get_allowed_n_proc_DA()
+        if n_proc == 0:
+            return SingleThreadedAugmenter(loader, None)
+        return NonDetMultiThreadedAugmenter(loader, None, num_processes=n_proc, num_cached=max(6, n_proc // 2),
+                                            seeds=None, pin_memory=self.device.type == "cuda", wait_time=0.002)
+
+    def on_train_end(self):
+        super().on_train_end()
+        if isinstance(self.dataloader_unlabeled, NonDetMultiThreadedAugmenter):
+            self.dataloader_unlabeled._finish()
+
+    # ---- one step ---------------------------------------------------------------------
+    def on_train_epoch_start(self):
+        super().on_train_epoch_start()
+        self.iteration_in_epoch = 0
+        self.logger.log("consistency_weight", self.consistency_weight(), self.current_epoch)
+
+    def train_step(self, batch: dict) -> dict:
+        data = batch["data"].to(self.device, non_blocking=True)
+        target = batch["target"]
+        target = [t.to(self.device, non_blocking=True) for t in target] if isinstance(target, list) \
+            else target.to(self.device, non_blocking=True)
+        unlabeled = next(self.dataloader_unlabeled)["data"].to(self.device, non_blocking=True)
+
+        self.optimizer.zero_grad(set_to_none=True)
+        with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
+            terms = self.compute_loss_terms(data, target, unlabeled)
+        # consistency terms are float32 already; the sum is formed outside autocast
+        total = self.combine_loss_terms({k: v.float() for k, v in terms.items()})
+
+        step_taken = self.backward_and_step(total)
+        if step_taken:
+            self.after_optimizer_step()
+        self.iteration_in_epoch += 1
+        out = {"loss": total.detach().cpu().numpy()}
+        for name in self.loss_terms:
+            out[f"train_{name}"] = terms[name].detach().float().cpu().numpy()
+        return out
+
+    def backward_and_step(self, total: torch.Tensor) -> bool:
+        """Backward, clip and step like nnU-Net, but skip the step when the loss is not finite."""
+        if not torch.isfinite(total):
+            self.skipped_steps += 1
+            self.optimizer.zero_grad(set_to_none=True)
+            self.print_to_log_file(f"WARNING: non-finite loss ({total.item()}) in epoch {self.current_epoch}, "
+                                   f"iteration {self.iteration_in_epoch}; step skipped, weights unchanged "
+                                   f"({self.skipped_steps} skipped so far).")
+            return False
+        if self.grad_scaler is not None:
+            self.grad_scaler.scale(total).backward()
+            self.grad_scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
+            scale_before = self.grad_scaler.get_scale()
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
+            return self.grad_scaler.get_scale() >= scale_before  # a lowered scale means the step was skipped
+        total.backward()
+        torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
+        self.optimizer.step()
+        return True
+
+    def on_train_epoch_end(self, train_outputs: List[dict]):
+        super().on_train_epoch_end(train_outputs)
+        outputs = collate_outputs(train_outputs)
+        for key in self.term_log_keys():
+            values = np.asarray(outputs[key], dtype=np.float64)
+            if self.is_ddp:
+                gathered = [None for _ in range(dist.get_world_size())]
+                dist.all_gather_object(gathered, values)
+                values = np.concatenate([np.atleast_1d(g) for g in gathered])
+            self.logger.log(key, float(np.nanmean(values)), self.current_epoch)
+        self.print_to_log_file("loss terms: " + ", ".join(
+            f"{k}={self.logger.get_value(k, step=-1):.4f}" for k in self.term_log_keys()))
+
+    # ---- checkpoints --------------------------------------------------------------------
+    def save_checkpoint(self, filename: str) -> None:
+        super().save_checkpoint(filename)
+        if self.local_rank == 0 and not self.disable_checkpointing:
+            checkpoint = torch.load(filename, map_location="cpu", weights_only=False)
+            checkpoint["semi_supervised_state"] = {"skipped_steps": self.skipped_steps,
+                                                   **self.extra_checkpoint_state()}
+            torch.save(checkpoint, filename)
+
+    def load_checkpoint(self, filename_or_checkpoint) -> None:
+        if not isinstance(filename_or_checkpoint, str):
+            raise TypeError("load_checkpoint expects a checkpoint file path")
+        super().load_checkpoint(filename_or_checkpoint)
+        checkpoint = torch.load(filename_or_checkpoint, map_location=self.device, weights_only=False)
+        state = checkpoint.get("semi_supervised_state", {})
+        self.skipped_steps = state.get("skipped_steps", 0)
+        self.load_extra_checkpoint_state(state)

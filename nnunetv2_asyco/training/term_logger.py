@@ -1,0 +1,47 @@
+"""nnU-Net's LocalLogger plus one list per loss term, drawn as a fourth panel of progress.png.
+
+nnU-Net's three panels are drawn by nnU-Net itself; we then append the
+loss-term panel below them in the same progress.png (and keep nothing else).
+"""
+import matplotlib
+
+matplotlib.use("agg")
+import matplotlib.pyplot as plt
+from batchgenerators.utilities.file_and_folder_operations import join
+
+from nnunetv2.training.logging.nnunet_logger import LocalLogger
+
+
+class TermLocalLogger(LocalLogger):
+    """Logs ``train_<term>`` per epoch for every registered loss term and plots them."""
+
+    def __init__(self, term_keys, verbose: bool = False):
+        super().__init__(verbose)
+        self.term_keys = list(term_keys)
+        for key in self.term_keys:
+            self.my_fantastic_logging[key] = []
+
+    def load_checkpoint(self, checkpoint: dict):
+        # a checkpoint from before a term existed still loads; the missing term starts empty
+        super().load_checkpoint(checkpoint)
+        for key in self.term_keys:
+            self.my_fantastic_logging.setdefault(key, [])
+
+    def plot_progress_png(self, output_folder):
+        super().plot_progress_png(output_folder)
+        epochs = min(len(v) for v in self.my_fantastic_logging.values())
+        if epochs == 0:
+            return
+        nnunet_panels = plt.imread(join(output_folder, "progress.png"))
+        fig, (top, ax) = plt.subplots(2, 1, figsize=(30, 72), gridspec_kw={"height_ratios": [54, 18]})
+        top.imshow(nnunet_panels)
+        top.axis("off")
+        for key in self.term_keys:
+            ax.plot(range(epochs), self.my_fantastic_logging[key][:epochs], label=key, linewidth=3)
+        ax.set_xlabel("epoch", fontsize=30)
+        ax.set_ylabel("loss term (unweighted)", fontsize=30)
+        ax.set_yscale("symlog", linthresh=1e-3)
+        ax.legend(loc="upper right", fontsize=24)
+        plt.tight_layout()
+        fig.savefig(join(output_folder, "progress.png"))
+        plt.close(fig)
