@@ -1,6 +1,6 @@
 """AsyCo ablations (one part switched off each) and short-run variants."""
 from nnunetv2_asyco.training.asyco import nnUNetTrainerAsyCo
-from nnunetv2_asyco.training.variants.training_length import epoch_variants
+from nnunetv2_asyco.training.variants.training_length import demo_variant, epoch_variants
 
 
 class nnUNetTrainerAsyCo_noRemap(nnUNetTrainerAsyCo):
@@ -33,3 +33,4 @@ for _base in (nnUNetTrainerAsyCo, nnUNetTrainerAsyCo_noRemap, nnUNetTrainerAsyCo
               nnUNetTrainerAsyCo_noInterHead, nnUNetTrainerAsyCo_noRepresentation, nnUNetTrainerAsyCo_residualB):
     globals().update(epoch_variants(_base, __name__))
 del _base
+globals().update(demo_variant(nnUNetTrainerAsyCo, __name__))

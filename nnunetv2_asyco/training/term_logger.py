@@ -3,10 +3,13 @@
 nnU-Net's three panels are drawn by nnU-Net itself; we then append the
 loss-term panel below them in the same progress.png (and keep nothing else).
 """
+import io
+
 import matplotlib
 
 matplotlib.use("agg")
 import matplotlib.pyplot as plt
+from PIL import Image
 from batchgenerators.utilities.file_and_folder_operations import join
 
 from nnunetv2.training.logging.nnunet_logger import LocalLogger
@@ -32,16 +35,27 @@ class TermLocalLogger(LocalLogger):
         epochs = min(len(v) for v in self.my_fantastic_logging.values())
         if epochs == 0:
             return
-        nnunet_panels = plt.imread(join(output_folder, "progress.png"))
-        fig, (top, ax) = plt.subplots(2, 1, figsize=(30, 72), gridspec_kw={"height_ratios": [54, 18]})
-        top.imshow(nnunet_panels)
-        top.axis("off")
+        path = join(output_folder, "progress.png")
+        with Image.open(path) as nnunet_panels:
+            nnunet_panels.load()
+        width, height = nnunet_panels.size
+        dpi = 100
+        fig, ax = plt.subplots(1, 1, figsize=(width / dpi, height / 3 / dpi), dpi=dpi)
         for key in self.term_keys:
-            ax.plot(range(epochs), self.my_fantastic_logging[key][:epochs], label=key, linewidth=3)
+            ax.plot(range(epochs), self.my_fantastic_logging[key][:epochs], label=key, linewidth=4)
         ax.set_xlabel("epoch", fontsize=30)
         ax.set_ylabel("loss term (unweighted)", fontsize=30)
+        ax.tick_params(labelsize=24)
         ax.set_yscale("symlog", linthresh=1e-3)
         ax.legend(loc="upper right", fontsize=24)
-        plt.tight_layout()
-        fig.savefig(join(output_folder, "progress.png"))
+        fig.tight_layout()
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=dpi)
         plt.close(fig)
+        buffer.seek(0)
+        terms_panel = Image.open(buffer).convert(nnunet_panels.mode)
+        # paste the loss-term panel under nnU-Net's own panels (cheaper than redrawing them)
+        combined = Image.new(nnunet_panels.mode, (width, height + terms_panel.size[1]), "white")
+        combined.paste(nnunet_panels, (0, 0))
+        combined.paste(terms_panel, (0, height))
+        combined.save(path)

@@ -39,3 +39,15 @@ def epoch_variants(base: type, module_name: str) -> dict:
     smoke = f"{base.__name__}_smoke"
     variants[smoke] = _variant(base, smoke, module_name, 2, iterations=4, val_iterations=2)
     return variants
+
+
+# The demo's budget (nnUNetv2_asyco_demo): a few minutes on 2 CPU cores with the
+# demo's small plans. Every method gets the same epochs x iterations.
+DEMO_EPOCHS, DEMO_ITERATIONS, DEMO_VAL_ITERATIONS = 10, 60, 4
+
+
+def demo_variant(base: type, module_name: str) -> dict:
+    """{name: class}: ``<base>_demo``, the short budget of ``nnUNetv2_asyco_demo``."""
+    name = f"{base.__name__}_demo"
+    return {name: _variant(base, name, module_name, DEMO_EPOCHS, iterations=DEMO_ITERATIONS,
+                           val_iterations=DEMO_VAL_ITERATIONS)}

@@ -1,0 +1,82 @@
+"""Shared plumbing of trainers whose network is a :class:`TwoBranchNetwork` (AsyCo, CPS).
+
+``TwoBranchTrainerMixin`` goes first in the bases of a trainer derived from
+``nnUNetTrainerSemiSupervised``::
+
+    class nnUNetTrainerCPS(TwoBranchTrainerMixin, nnUNetTrainerSemiSupervised): ...
+
+It provides what every two-branch method needs and nothing method-specific:
+
+- ``build_network_architecture``: both branches from the plans
+  (``branch_b_encoder`` picks B's encoder, see ``nnunetv2_asyco.branches``),
+  wrapped in one ``TwoBranchNetwork`` whose ``forward(x)`` is the branch
+  ensemble, so nnU-Net's validation and ``nnUNetv2_predict`` work unchanged;
+- ``initialize``: tells the network whether to ensemble softmax or sigmoid
+  (region) probabilities;
+- ``set_deep_supervision_enabled``: nnU-Net's version reaches into
+  ``network.decoder``; a two-branch network has two decoders.
+
+``OutputLossesMixin`` (the base of ``TwoBranchTrainerMixin``, also used by the
+single-network Mean Teacher) holds the small helpers every consistency method
+shares: the output ``activation`` (softmax for labels, sigmoid for nnU-Net
+regions), the per-scale consistency weights and nnU-Net's supervised loss on a
+list of logits.
+"""
+from typing import List, Sequence
+
+import torch
+
+from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
+from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
+
+from nnunetv2_asyco.branches import build_branches
+from nnunetv2_asyco.network import TwoBranchNetwork
+
+CONSISTENCY_SCALES = ("all", "full_res")
+
+
+class OutputLossesMixin:
+    """Activation, consistency scale weights and the supervised loss; needs an nnUNetTrainer below it."""
+
+    # "all": every deep-supervision scale with nnU-Net's (normalised) weights; "full_res": the output only
+    consistency_scales: str = "all"
+
+    @property
+    def activation(self) -> str:
+        """How logits become probabilities: sigmoid for nnU-Net's region training, softmax otherwise."""
+        return "sigmoid" if self.label_manager.has_regions else "softmax"
+
+    def scale_weights(self, num_scales: int) -> List[float]:
+        """Consistency weight per deep-supervision scale (0 = full resolution)."""
+        if self.consistency_scales not in CONSISTENCY_SCALES:
+            raise ValueError(f"consistency_scales must be one of {CONSISTENCY_SCALES}, "
+                             f"got {self.consistency_scales!r}")
+        if isinstance(self.loss, DeepSupervisionWrapper) and self.consistency_scales == "all":
+            return [float(w) for w in self.loss.weight_factors]
+        return [1.0] + [0.0] * (num_scales - 1)
+
+    def supervised_loss(self, logits: Sequence[torch.Tensor], target) -> torch.Tensor:
+        """nnU-Net's own loss (deep-supervised Dice+CE, or its region loss) on a list of logits per scale."""
+        return self.loss(list(logits) if self.enable_deep_supervision else logits[0], target)
+
+
+class TwoBranchTrainerMixin(OutputLossesMixin):
+    """Two-branch network plumbing; place before ``nnUNetTrainerSemiSupervised`` in the bases."""
+
+    branch_b_encoder: str = "same"  # "same" | "residual" | "plain", see nnunetv2_asyco.branches
+
+    @classmethod
+    def build_network_architecture(cls, plans_manager: PlansManager, configuration_manager: ConfigurationManager,
+                                   num_input_channels: int, num_output_channels: int,
+                                   enable_deep_supervision: bool = True) -> TwoBranchNetwork:
+        branch_a, branch_b = build_branches(configuration_manager, num_input_channels, num_output_channels,
+                                            enable_deep_supervision, cls.branch_b_encoder)
+        return TwoBranchNetwork(branch_a, branch_b)
+
+    def initialize(self):
+        super().initialize()
+        # stored in the state dict too, so nnUNetv2_predict (which never sees the dataset) ensembles correctly
+        self.unwrapped_network().set_output_activation(self.activation)
+
+    def set_deep_supervision_enabled(self, enabled: bool):
+        self.unwrapped_network().set_deep_supervision(enabled)

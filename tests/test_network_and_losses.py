@@ -1,0 +1,215 @@
+"""Unit tests: remapped paths, consistency terms, their gradients, ramp-up, ensemble, checkpoint round trip."""
+import copy
+import math
+
+import pytest
+import torch
+
+from nnunetv2_asyco.branches import build_branches
+from nnunetv2_asyco.consistency import (branch_output_consistency, cross_pseudo_supervision,
+                                        inter_head_consistency, representation_consistency, sigmoid_rampup)
+from nnunetv2_asyco.network import RemapPlan, TwoBranchNetwork, head_for_scale
+from nnunetv2_asyco.remapping import RemapSchedule
+
+ALL = RemapPlan({"AB": (0, 1), "BA": (0, 1)})
+
+
+def make_network(configuration_manager, branch_b_encoder="same", num_classes=3):
+    a, b = build_branches(configuration_manager, 1, num_classes, True, branch_b_encoder)
+    return TwoBranchNetwork(a, b)
+
+
+def identical_network(configuration_manager):
+    net = make_network(configuration_manager)
+    net.branch_b.load_state_dict(net.branch_a.state_dict())
+    return net
+
+
+def test_remapped_path_is_other_branch_head_on_own_features(tiny_configuration):
+    _, cm = tiny_configuration
+    net = make_network(cm)
+    x = torch.randn(2, 1, 32, 32)
+    out_a, out_b = net(x, remap_plan=ALL)
+    for s in (0, 1):
+        expected_ab = head_for_scale(net.branch_b.decoder, s)(out_a.features[s])
+        expected_ba = head_for_scale(net.branch_a.decoder, s)(out_b.features[s])
+        assert torch.equal(out_a.remapped[s], expected_ab)
+        assert torch.equal(out_b.remapped[s], expected_ba)
+        # and it is not simply the default path
+        assert not torch.allclose(out_a.remapped[s], out_a.default[s])
+
+
+def test_default_paths_equal_stock_unet_outputs(tiny_configuration):
+    _, cm = tiny_configuration
+    net = make_network(cm)
+    x = torch.randn(2, 1, 32, 32)
+    out_a, out_b = net(x, remap_plan=RemapPlan())
+    stock_a, stock_b = net.branch_a(x), net.branch_b(x)
+    for s in range(len(stock_a)):
+        assert torch.allclose(out_a.default[s], stock_a[s], atol=1e-6)
+        assert torch.allclose(out_b.default[s], stock_b[s], atol=1e-6)
+    assert out_a.remapped == {} and out_b.remapped == {}
+
+
+def test_remap_plan_only_computes_active_scales(tiny_configuration):
+    _, cm = tiny_configuration
+    net = make_network(cm)
+    out_a, out_b = net(torch.randn(1, 1, 32, 32), remap_plan=RemapPlan({"AB": (1,), "BA": ()}))
+    assert set(out_a.remapped) == {1} and out_b.remapped == {}
+
+
+def test_residual_branch_b_keeps_heads_interchangeable(tiny_configuration):
+    _, cm = tiny_configuration
+    net = make_network(cm, branch_b_encoder="residual")
+    assert type(net.branch_b).__name__ == "ResidualEncoderUNet"
+    out_a, out_b = net(torch.randn(1, 1, 32, 32), remap_plan=ALL)
+    assert out_a.remapped[0].shape == out_a.default[0].shape
+
+
+def test_branches_start_different(tiny_configuration):
+    _, cm = tiny_configuration
+    net = make_network(cm)
+    pa = torch.cat([p.flatten() for p in net.branch_a.parameters()])
+    pb = torch.cat([p.flatten() for p in net.branch_b.parameters()])
+    assert not torch.allclose(pa, pb)
+
+
+@pytest.mark.parametrize("activation", ["softmax", "sigmoid"])
+def test_consistency_terms_zero_for_identical_branches_positive_otherwise(tiny_configuration, activation):
+    _, cm = tiny_configuration
+    weights = [2 / 3, 1 / 3]
+    x = torch.randn(2, 1, 32, 32)
+    for net, expect_zero in ((identical_network(cm), True), (make_network(cm), False)):
+        a, b = net(x, remap_plan=ALL)
+        terms = {
+            "branch_output": branch_output_consistency(a.default, b.default, weights, activation, "soft"),
+            "inter_head": inter_head_consistency(a.default, a.remapped, b.default, b.remapped, weights, activation),
+            "representation": representation_consistency(a.features, b.features, weights),
+        }
+        for name, value in terms.items():
+            if expect_zero:
+                assert value.item() == pytest.approx(0.0, abs=1e-6), name
+            else:
+                assert value.item() > 1e-6, name
+
+
+def test_cps_mode_is_pseudo_label_cross_entropy():
+    logits_a = torch.randn(2, 3, 8, 8)
+    logits_b = torch.randn(2, 3, 8, 8)
+    expected = 0.5 * (torch.nn.functional.cross_entropy(logits_a, logits_b.argmax(1))
+                      + torch.nn.functional.cross_entropy(logits_b, logits_a.argmax(1)))
+    assert cross_pseudo_supervision(logits_a, logits_b, "softmax").item() == pytest.approx(expected.item(), rel=1e-5)
+    value = branch_output_consistency([logits_a], [logits_b], [1.0], "softmax", mode="cps")
+    assert value.item() == pytest.approx(expected.item(), rel=1e-5)
+    with pytest.raises(ValueError, match="Unknown branch-output"):
+        branch_output_consistency([logits_a], [logits_b], [1.0], "softmax", mode="nope")
+
+
+def _grad_owners(net, loss):
+    net.zero_grad(set_to_none=True)
+    loss.backward()
+    owners = set()
+    for name, p in net.named_parameters():
+        if p.grad is not None and p.grad.abs().sum() > 0:
+            owners.add(name.split(".")[0] + ("/head" if ".seg_layers." in name else "/body"))
+    return owners
+
+
+def test_each_term_reaches_exactly_the_parameters_it_should(tiny_configuration):
+    _, cm = tiny_configuration
+    net = make_network(cm)
+    x = torch.randn(2, 1, 32, 32)
+    weights = [2 / 3, 1 / 3]
+    everything = {"branch_a/body", "branch_a/head", "branch_b/body", "branch_b/head"}
+
+    a, b = net(x, remap_plan=ALL)
+    assert _grad_owners(net, branch_output_consistency(a.default, b.default, weights, "softmax")) == everything
+
+    # inter-head with only the AB path: A's features and both branches' heads, but never B's body
+    a, b = net(x, remap_plan=RemapPlan({"AB": (0, 1), "BA": ()}))
+    owners = _grad_owners(net, inter_head_consistency(a.default, a.remapped, b.default, b.remapped, weights,
+                                                      "softmax"))
+    assert owners == {"branch_a/body", "branch_a/head", "branch_b/head"}
+
+    # representation: both bodies, no head
+    a, b = net(x, remap_plan=RemapPlan())
+    assert _grad_owners(net, representation_consistency(a.features, b.features, weights)) == \
+        {"branch_a/body", "branch_b/body"}
+
+    # cps: the teacher side is detached, so each pseudo-label direction only trains its student
+    a, b = net(x, remap_plan=RemapPlan())
+    from nnunetv2_asyco.consistency import pseudo_label_loss
+    assert _grad_owners(net, pseudo_label_loss(a.default[0], b.default[0], "softmax")) == \
+        {"branch_a/body", "branch_a/head"}
+
+
+def test_zero_weight_scale_contributes_nothing(tiny_configuration):
+    _, cm = tiny_configuration
+    net = make_network(cm)
+    a, b = net(torch.randn(1, 1, 32, 32), remap_plan=ALL)
+    only_full = branch_output_consistency(a.default, b.default, [1.0, 0.0], "softmax")
+    from nnunetv2_asyco.consistency import probability_mse
+    assert only_full.item() == pytest.approx(probability_mse(a.default[0], b.default[0], "softmax").item())
+
+
+def test_rampup_values():
+    assert sigmoid_rampup(0.0, 0.4) == pytest.approx(math.exp(-5))
+    assert sigmoid_rampup(0.2, 0.4) == pytest.approx(math.exp(-5 * 0.25))
+    assert sigmoid_rampup(0.4, 0.4) == 1.0
+    assert sigmoid_rampup(0.9, 0.4) == 1.0
+    assert sigmoid_rampup(0.1, 0.0) == 1.0
+    values = [sigmoid_rampup(t / 10, 0.5) for t in range(11)]
+    assert values == sorted(values)
+
+
+def test_remap_schedules():
+    always = RemapSchedule("always", 0.5, (0, 1, 2)).draw()
+    assert always.active("AB") == (0, 1, 2) and always.active("BA") == (0, 1, 2)
+    assert not RemapSchedule("off", 0.5, (0, 1)).draw().any_active
+    draws = [RemapSchedule("per_direction", 0.5, (0, 1), seed=3) for _ in range(2)]
+    seq1 = [draws[0].draw().scales for _ in range(50)]
+    seq2 = [draws[1].draw().scales for _ in range(50)]
+    assert seq1 == seq2, "same seed, same schedule"
+    assert {tuple(s["AB"]) for s in seq1} == {(), (0, 1)}, "per_direction switches whole directions"
+    per_scale = RemapSchedule("per_scale", 0.5, (0, 1, 2), seed=0)
+    assert len({per_scale.draw().active("AB") for _ in range(200)}) > 2
+    with pytest.raises(ValueError, match="Unknown remap schedule"):
+        RemapSchedule("sometimes", 0.5, (0,))
+    # the random state round-trips (resume)
+    s = RemapSchedule("per_scale", 0.5, (0, 1, 2), seed=1)
+    s.draw()
+    state = copy.deepcopy(s.state_dict())
+    nxt = [s.draw().scales for _ in range(5)]
+    s.load_state_dict(state)
+    assert [s.draw().scales for _ in range(5)] == nxt
+
+
+@pytest.mark.parametrize("activation", ["softmax", "sigmoid"])
+def test_ensemble_averages_probabilities(tiny_configuration, activation):
+    _, cm = tiny_configuration
+    net = make_network(cm)
+    net.set_output_activation(activation)
+    net.set_deep_supervision(False)
+    net.eval()
+    x = torch.randn(1, 1, 32, 32)
+    with torch.no_grad():
+        ens = net(x)
+        la, lb = net.branch_a(x), net.branch_b(x)
+    act = (lambda t: torch.softmax(t, 1)) if activation == "softmax" else torch.sigmoid
+    assert ens.shape == la.shape
+    assert torch.allclose(act(ens), 0.5 * (act(la) + act(lb)), atol=1e-5)
+
+
+def test_checkpoint_round_trips_both_branches_and_activation(tiny_configuration, tmp_path):
+    _, cm = tiny_configuration
+    net = make_network(cm)
+    net.set_output_activation("sigmoid")
+    torch.save(net.state_dict(), tmp_path / "w.pth")
+    fresh = make_network(cm)
+    assert fresh.output_activation == "softmax"
+    fresh.load_state_dict(torch.load(tmp_path / "w.pth"))
+    assert fresh.output_activation == "sigmoid"
+    for (k1, v1), (k2, v2) in zip(net.state_dict().items(), fresh.state_dict().items()):
+        assert k1 == k2 and torch.equal(v1, v2)
+    assert any(k.startswith("branch_a.") for k in fresh.state_dict())
+    assert any(k.startswith("branch_b.") for k in fresh.state_dict())

@@ -1,0 +1,138 @@
+"""AsyCo through the real nnU-Net commands on a tiny synthetic 2D dataset.
+
+plan and preprocess -> ingest unlabeled scans -> labeled subset -> train a short
+variant -> resume with --c -> predict, checking the files each step leaves.
+"""
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from conftest import nnunet_folders_env, plan_tiny_dataset, run_cli, training_env
+
+DATASET_ID = 911
+PLANS = "nnUNetPlansTiny"
+TRAINER = "nnUNetTrainerAsyCo_smoke"
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipeline2d")
+    env = nnunet_folders_env(root)
+    name = plan_tiny_dataset(env, DATASET_ID, 2, "2d", n_train=10, n_test=2, n_unlabeled=3, shape=(128, 128),
+                             patch=(64, 64), small_plans=PLANS)
+    run_cli(["nnUNetv2_asyco_preprocess_unlabeled", "-d", DATASET_ID, "-c", "2d", "-p", PLANS, "-np", 1], env=env)
+    run_cli(["nnUNetv2_asyco_labeled_subset", "-d", DATASET_ID, "-f", 0, "-n", 3, "--seed", 0], env=env)
+    out = os.path.join(env["nnUNet_results"], name, f"{TRAINER}__{PLANS}__2d", "fold_0")
+    return {"env": env, "name": name, "fold_dir": out,
+            "raw": os.path.join(env["nnUNet_raw"], name), "pre": os.path.join(env["nnUNet_preprocessed"], name)}
+
+
+def train(pipeline, *extra, trainer=TRAINER, fold=0, check=True):
+    return run_cli(["nnUNetv2_train", DATASET_ID, "2d", fold, "-p", PLANS, "-tr", trainer, "-device", "cpu", *extra],
+                   env=training_env(pipeline["env"]), check=check)
+
+
+def load_checkpoint(path):
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def test_trainer_dir_points_at_thin_modules(pipeline):
+    folder = run_cli(["nnUNetv2_asyco_trainer_dir"], env=pipeline["env"]).stdout.strip()
+    assert os.path.isfile(os.path.join(folder, "asyco_trainers.py"))
+
+
+def test_ingested_unlabeled_data_sits_beside_labeled_data(pipeline):
+    pre = pipeline["pre"]
+    assert sorted(os.listdir(os.path.join(pre, "nnUNetPlans_2d_unlabeled"))) == sorted(
+        f"unl_{i:03d}{ext}" for i in range(3) for ext in (".b2nd", ".pkl", "_seg.b2nd"))
+    labeled = [f for f in os.listdir(os.path.join(pre, "nnUNetPlans_2d")) if f.endswith(".pkl")]
+    assert not any(f.startswith("unl_") for f in labeled)
+
+
+def test_labeled_subset_is_reproducible_and_leaves_split_alone(pipeline):
+    pre = pipeline["pre"]
+    splits_before = open(os.path.join(pre, "splits_final.json")).read()
+    record = json.load(open(os.path.join(pre, "asyco_labeled_subset_fold0.json")))
+    assert record["n_labeled"] == 3 and len(record["labeled"]) == 3
+    assert set(record["labeled"]) | set(record["unlabeled"]) == set(json.loads(splits_before)[0]["train"])
+    # same seed, same subset: rewriting is accepted and identical
+    run_cli(["nnUNetv2_asyco_labeled_subset", "-d", DATASET_ID, "-f", 0, "-n", 3, "--seed", 0], env=pipeline["env"])
+    assert json.load(open(os.path.join(pre, "asyco_labeled_subset_fold0.json")))["labeled"] == record["labeled"]
+    assert open(os.path.join(pre, "splits_final.json")).read() == splits_before
+
+
+def test_train_smoke_variant_with_stock_command(pipeline):
+    train(pipeline)
+    fold_dir = pipeline["fold_dir"]
+    for f in ("checkpoint_final.pth", "progress.png", "validation/summary.json"):
+        assert os.path.isfile(os.path.join(fold_dir, f)), f
+    ckpt = load_checkpoint(os.path.join(fold_dir, "checkpoint_final.pth"))
+    keys = ckpt["network_weights"].keys()
+    assert any(k.startswith("branch_a.decoder.seg_layers") for k in keys)
+    assert any(k.startswith("branch_b.decoder.seg_layers") for k in keys)
+    assert ckpt["trainer_name"] == TRAINER and ckpt["current_epoch"] == 2
+    logging = ckpt["logging"]
+    for term in ("train_supervised", "train_branch_output", "train_inter_head", "train_representation",
+                 "consistency_weight"):
+        assert len(logging[term]) == 2 and all(np.isfinite(logging[term])), term
+    assert logging["consistency_weight"][0] < logging["consistency_weight"][1]
+    assert "remap_schedule" in ckpt["semi_supervised_state"]
+    log = open(next(os.path.join(fold_dir, f) for f in os.listdir(fold_dir) if f.startswith("training_log"))).read()
+    # 3 ingested scans + 5 fold cases outside the labeled subset; 3 labeled cases
+    assert "Unlabeled cases: 8" in log and "Labeled subset: 3 of 8" in log
+    summary = json.load(open(os.path.join(fold_dir, "validation", "summary.json")))
+    assert set(summary["mean"]) == {"1", "2", "3"}
+
+
+def test_predict_with_stock_command(pipeline, tmp_path):
+    images = os.path.join(pipeline["raw"], "imagesTs")
+    out = tmp_path / "pred"
+    run_cli(["nnUNetv2_predict", "-i", images, "-o", out, "-d", DATASET_ID, "-c", "2d", "-p", PLANS, "-tr", TRAINER,
+             "-f", 0, "-device", "cpu", "-npp", 1, "-nps", 1, "--disable_tta"], env=pipeline["env"])
+    cases = sorted(f[:-len("_0000.nii.gz")] for f in os.listdir(images))
+    assert sorted(f for f in os.listdir(out) if f.endswith(".nii.gz")) == [c + ".nii.gz" for c in cases]
+    for c in cases:
+        pred = sitk.GetArrayFromImage(sitk.ReadImage(str(out / f"{c}.nii.gz")))
+        img = sitk.GetArrayFromImage(sitk.ReadImage(os.path.join(images, f"{c}_0000.nii.gz")))
+        assert pred.shape == img.shape
+        assert set(np.unique(pred)) <= {0, 1, 2, 3}
+        assert len(np.unique(pred)) > 1, "a trained model should predict some foreground"
+
+
+def test_resume_with_c_restores_both_branches_and_continues(pipeline):
+    """Simulate an interruption after epoch 0 and resume it with the stock --c flag."""
+    fold_dir = pipeline["fold_dir"]
+    final = os.path.join(fold_dir, "checkpoint_final.pth")
+    ckpt = load_checkpoint(final)
+    ckpt["current_epoch"] = 1
+    ckpt["logging"] = {k: v[:1] for k, v in ckpt["logging"].items()}
+    torch.save(ckpt, os.path.join(fold_dir, "checkpoint_latest.pth"))
+    os.remove(final)
+    logs_before = set(os.listdir(fold_dir))
+    train(pipeline, "--c")
+    new_log = [f for f in os.listdir(fold_dir) if f.startswith("training_log") and f not in logs_before]
+    text = open(os.path.join(fold_dir, new_log[0])).read()
+    assert "Epoch 1" in text and "Epoch 0\n" not in text
+    resumed = load_checkpoint(final)
+    assert resumed["current_epoch"] == 2
+    assert all(len(v) == 2 for k, v in resumed["logging"].items() if k.startswith("train_"))
+    assert not os.path.exists(os.path.join(fold_dir, "checkpoint_latest.pth"))
+
+
+def test_missing_unlabeled_data_stops_training_with_instructions(pipeline):
+    """Fold 1 has no labeled subset; with the ingested scans moved away there is no unlabeled data at all."""
+    ingested = os.path.join(pipeline["pre"], "nnUNetPlans_2d_unlabeled")
+    parked = ingested + "_parked"
+    shutil.move(ingested, parked)
+    try:
+        proc = train(pipeline, fold=1, check=False)
+    finally:
+        shutil.move(parked, ingested)
+    assert proc.returncode != 0
+    assert "No unlabeled data" in proc.stderr
+    assert "nnUNetv2_asyco_preprocess_unlabeled" in proc.stderr and "nnUNetv2_asyco_labeled_subset" in proc.stderr
