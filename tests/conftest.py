@@ -118,16 +118,21 @@ def plan_tiny_dataset(env: dict, dataset_id: int, dim: int, configuration: str, 
                                      n_channels=n_channels)
     run_cli(["nnUNetv2_plan_and_preprocess", "-d", dataset_id, "-c", configuration, "-np", 1, "-npfp", 1],
             env=env)
-    # make_small_plans reads nnUNet_preprocessed from the environment of this process
+    shrink_plans(env, dataset_id, "nnUNetPlans", small_plans, {configuration: patch},
+                 max_stages=3 if dim == 3 else 4)
+    return os.path.basename(folder)
+
+
+def shrink_plans(env: dict, dataset_id: int, source: str, target: str, patch: dict, max_stages: int) -> None:
+    """make_small_plans with test-sized settings (it reads nnUNet_preprocessed from this process's environment)."""
     old = os.environ.get("nnUNet_preprocessed")
     os.environ["nnUNet_preprocessed"] = env["nnUNet_preprocessed"]
     try:
         from nnunetv2_asyco.small_plans import make_small_plans
-        make_small_plans(dataset_id, "nnUNetPlans", small_plans, patch_size={configuration: patch}, batch_size=2,
-                         max_features=16, max_stages=3 if dim == 3 else 4)
+        make_small_plans(dataset_id, source, target, patch_size=patch, batch_size=2, max_features=16,
+                         max_stages=max_stages)
     finally:
         if old is None:
             os.environ.pop("nnUNet_preprocessed")
         else:
             os.environ["nnUNet_preprocessed"] = old
-    return os.path.basename(folder)

@@ -136,3 +136,16 @@ def test_missing_unlabeled_data_stops_training_with_instructions(pipeline):
     assert proc.returncode != 0
     assert "No unlabeled data" in proc.stderr
     assert "nnUNetv2_asyco_preprocess_unlabeled" in proc.stderr and "nnUNetv2_asyco_labeled_subset" in proc.stderr
+
+
+def test_residual_encoder_plans(pipeline):
+    """nnU-Net's residual-encoder preset (planned only; it shares the preprocessed data) trains and predicts."""
+    env = pipeline["env"]
+    run_cli(["nnUNetv2_plan_experiment", "-d", DATASET_ID, "-pl", "nnUNetPlannerResEncM", "-np", 1], env=env)
+    from conftest import shrink_plans
+    shrink_plans(env, DATASET_ID, "nnUNetResEncUNetMPlans", "nnUNetResEncTiny", {"2d": (64, 64)}, max_stages=4)
+    run_cli(["nnUNetv2_train", DATASET_ID, "2d", 0, "-p", "nnUNetResEncTiny", "-tr", TRAINER, "-device", "cpu"],
+            env=training_env(env))
+    fold_dir = os.path.join(env["nnUNet_results"], pipeline["name"], f"{TRAINER}__nnUNetResEncTiny__2d", "fold_0")
+    ckpt = load_checkpoint(os.path.join(fold_dir, "checkpoint_final.pth"))
+    assert any(".encoder.stem." in k for k in ckpt["network_weights"]), "branches should be ResidualEncoderUNets"

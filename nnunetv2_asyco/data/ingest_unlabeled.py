@@ -6,6 +6,7 @@ folder that replaces ``<data_identifier>_unlabeled`` only when every case
 succeeded, so a failed run leaves earlier results and the labeled
 preprocessed data untouched.
 """
+import gzip
 import multiprocessing
 import os
 import re
@@ -61,20 +62,45 @@ def group_channel_files(folder: str, file_ending: str, num_channels: int) -> Dic
     return {case: [chans[c] for c in expected] for case, chans in sorted(channels.items())}
 
 
+def check_file_complete(path: str) -> None:
+    """Raise for a truncated file: ITK reads a cut-off .nii or .nii.gz without error and fills the rest with 0."""
+    if path.endswith(".gz"):
+        with gzip.open(path, "rb") as f:  # BadGzipFile / zlib.error on a corrupt stream
+            try:
+                while f.read(1 << 24):
+                    pass
+            except EOFError as e:
+                raise EOFError(f"the compressed data ends early, the file is truncated ({e})") from e
+    elif path.endswith(".nii"):
+        import nibabel
+        header = nibabel.load(path).header
+        dtype, shape = header.get_data_dtype(), header.get_data_shape()
+        needed = int(header.get_data_offset()) + int(np.prod(shape)) * dtype.itemsize
+        if os.path.getsize(path) < needed:
+            raise EOFError(f"the file has {os.path.getsize(path)} bytes but its header needs {needed}, "
+                           f"it is truncated")
+
+
+def _floats(values, decimals: int) -> tuple:
+    return tuple(round(float(v), decimals) for v in np.ravel(values))
+
+
 def check_case_readable_and_aligned(case: str, files: List[str], reader_class) -> None:
     """Read every channel on its own and compare geometry, so a broken file is named precisely."""
     reference = None
     for f in files:
         try:
+            check_file_complete(f)
             data, props = reader_class().read_images([f])
         except Exception as e:  # the reader's own exception types vary by format
             raise UnlabeledDataError(f"Unlabeled case {case!r}: cannot read {f} ({type(e).__name__}: {e}). "
                                      f"Replace or remove the file.") from e
-        geometry = {"shape": tuple(data.shape[1:]), "spacing": tuple(np.round(props["spacing"], 5))}
+        # plain Python numbers, so the message shows (1.0, 0.8) rather than np.float64(...)
+        geometry = {"shape": tuple(int(s) for s in data.shape[1:]), "spacing": _floats(props["spacing"], 5)}
         sitk = props.get("sitk_stuff")
         if sitk is not None:
-            geometry["origin"] = tuple(np.round(sitk["origin"], 3))
-            geometry["direction"] = tuple(np.round(sitk["direction"], 4))
+            geometry["origin"] = _floats(sitk["origin"], 3)
+            geometry["direction"] = _floats(sitk["direction"], 4)
         if reference is None:
             reference = (f, geometry)
         elif geometry != reference[1]:

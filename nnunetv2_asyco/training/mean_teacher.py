@@ -127,12 +127,17 @@ class nnUNetTrainerMeanTeacher(OutputLossesMixin, nnUNetTrainerSemiSupervised):
     def update_teacher(self) -> None:
         """teacher = d * teacher + (1 - d) * student (floating-point entries; others are copied)."""
         d = self.next_ema_decay()
-        student = self.unwrapped_network().state_dict()
+        student = self.unwrapped_network()
+        # named_parameters/named_buffers list each tensor once; a state_dict does not (nnU-Net's decoders
+        # hold a reference to their encoder, so encoder tensors appear twice there)
+        student_tensors = dict(student.named_parameters())
+        student_tensors.update(student.named_buffers())
+        teacher_tensors = list(self.teacher.named_parameters()) + list(self.teacher.named_buffers())
         teacher_floats, student_floats = [], []
-        for name, t in self.teacher.state_dict().items():
-            s = student[name]
+        for name, t in teacher_tensors:
+            s = student_tensors[name].detach()
             if t.is_floating_point():
-                teacher_floats.append(t)
+                teacher_floats.append(t.data)
                 student_floats.append(s.to(t.dtype))
             else:
                 t.copy_(s)

@@ -1,0 +1,334 @@
+"""Bad input to the two data commands, through the real console scripts.
+
+Every bad input of ``nnUNetv2_asyco_preprocess_unlabeled`` and
+``nnUNetv2_asyco_labeled_subset`` must give a clear error on stderr that names
+the case/file and the fix, exit non-zero without a traceback, and leave every
+file under nnUNet_raw and nnUNet_preprocessed byte-identical: raw scans, the
+labeled preprocessed data, the previous successful unlabeled ingestion and the
+recorded labeled subsets (``expect_failure`` hashes both trees around each
+call).
+
+One planned tiny 2D dataset with two channels is shared by the module; each
+unlabeled-data test builds its own ``imagesUnlabeled`` content (the
+``unlabeled`` fixture restores the original scans afterwards).
+"""
+import hashlib
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from conftest import nnunet_folders_env, plan_tiny_dataset, run_cli
+
+DATASET_ID = 921
+UNPLANNED_ID = 922  # raw data only, never planned
+INGEST = "nnUNetv2_asyco_preprocess_unlabeled"
+SUBSET = "nnUNetv2_asyco_labeled_subset"
+ENDING = ".nii.gz"
+
+
+def file_hashes(folder) -> dict:
+    """Relative path -> sha256 of every file (and '<dir>/' -> None for every folder) under ``folder``."""
+    state = {}
+    for dirpath, dirnames, filenames in os.walk(folder):
+        rel = os.path.relpath(dirpath, folder)
+        state[rel + "/"] = None
+        for f in filenames:
+            with open(os.path.join(dirpath, f), "rb") as fh:
+                state[os.path.join(rel, f)] = hashlib.sha256(fh.read()).hexdigest()
+    return state
+
+
+def user_data(ds) -> dict:
+    return {root: file_hashes(ds["env"][root]) for root in ("nnUNet_raw", "nnUNet_preprocessed")}
+
+
+def describe_changes(before: dict, after: dict) -> str:
+    lines = []
+    for root in before:
+        b, a = before[root], after[root]
+        lines += [f"{root}: removed {p}" for p in sorted(set(b) - set(a))]
+        lines += [f"{root}: added {p}" for p in sorted(set(a) - set(b))]
+        lines += [f"{root}: changed {p}" for p in sorted(set(a) & set(b)) if a[p] != b[p]]
+    return "\n".join(lines)
+
+
+def expect_failure(ds, args, *needles, returncode=None):
+    """Run a console script that must fail cleanly; return its stderr.
+
+    Checks: non-zero exit (or exactly ``returncode``), no traceback, every
+    needle in stderr, and no file under nnUNet_raw / nnUNet_preprocessed
+    added, removed or changed.
+    """
+    before = user_data(ds)
+    proc = run_cli(args, env=ds["env"], check=False)
+    after = user_data(ds)
+    report = f"\nreturn code {proc.returncode}\nSTDOUT:\n{proc.stdout[-3000:]}\nSTDERR:\n{proc.stderr[-3000:]}"
+    assert proc.returncode != 0, "the command should have failed" + report
+    if returncode is not None:
+        assert proc.returncode == returncode, report
+    assert "Traceback" not in proc.stderr, "a bad input should give a message, not a crash" + report
+    for needle in needles:
+        assert needle in proc.stderr, f"{needle!r} missing from the error message" + report
+    assert before == after, "a failed run changed user data:\n" + describe_changes(before, after)
+    return proc.stderr
+
+
+@pytest.fixture(scope="module")
+def ds(tmp_path_factory):
+    """Planned 2-channel 2D dataset, one successful ingestion and one recorded subset (fold 0, 2 cases)."""
+    root = tmp_path_factory.mktemp("bad_input")
+    env = nnunet_folders_env(root)
+    name = plan_tiny_dataset(env, DATASET_ID, 2, "2d", n_train=8, n_test=0, n_unlabeled=2, shape=(128, 128),
+                             patch=(64, 64), n_channels=2)
+    from nnunetv2_asyco.synthetic import write_synthetic_dataset
+    unplanned = write_synthetic_dataset(env["nnUNet_raw"], UNPLANNED_ID, dim=2, shape=(32, 32), n_train=2,
+                                        n_unlabeled=1, n_channels=2)
+    run_cli([INGEST, "-d", DATASET_ID, "-c", "2d", "-np", 1], env=env)
+    run_cli([SUBSET, "-d", DATASET_ID, "-f", 0, "-n", 2, "--seed", 0], env=env)
+    raw = os.path.join(env["nnUNet_raw"], name)
+    pre = os.path.join(env["nnUNet_preprocessed"], name)
+    pristine = str(root / "pristine_imagesUnlabeled")
+    shutil.copytree(os.path.join(raw, "imagesUnlabeled"), pristine)
+    return {
+        "env": env, "name": name, "raw": raw, "pre": pre, "pristine": pristine,
+        "unplanned": os.path.basename(unplanned),
+        "splits": json.load(open(os.path.join(pre, "splits_final.json"))),
+        # state right after the successful ingestion, for the explicit preservation test
+        "ingested": file_hashes(os.path.join(pre, "nnUNetPlans_2d_unlabeled")),
+        "labeled": file_hashes(os.path.join(pre, "nnUNetPlans_2d")),
+    }
+
+
+@pytest.fixture
+def unlabeled(ds):
+    """imagesUnlabeled holding the two good scans unl_000/unl_001; restored after the test."""
+    folder = os.path.join(ds["raw"], "imagesUnlabeled")
+    shutil.rmtree(folder, ignore_errors=True)
+    shutil.copytree(ds["pristine"], folder)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+    shutil.copytree(ds["pristine"], folder)
+
+
+def good_channel(ds, channel: int) -> sitk.Image:
+    return sitk.ReadImage(os.path.join(ds["pristine"], f"unl_000_{channel:04d}{ENDING}"))
+
+
+def write_case(ds, folder, case, channels=(0, 1), ending=ENDING):
+    """Copy the good scan unl_000 under a new case name, one file per listed channel."""
+    for c in channels:
+        shutil.copy(os.path.join(ds["pristine"], f"unl_000_{min(c, 1):04d}{ENDING}"),
+                    os.path.join(folder, f"{case}_{c:04d}{ending}"))
+
+
+def ingest(ds, *needles, args=("-d", DATASET_ID, "-c", "2d")):
+    return expect_failure(ds, [INGEST, *args, "-np", 1], *needles, returncode=2)
+
+
+# ---------------------------------------------------------------- unlabeled ingestion: files
+
+
+def test_case_with_too_few_channels(ds, unlabeled):
+    write_case(ds, unlabeled, "bad_case", channels=(0,))
+    err = ingest(ds, "'bad_case'", "has channels [0]", "2 channel(s)",
+                 f"bad_case_0000{ENDING}, bad_case_0001{ENDING}")
+    assert "unl_000" not in err  # the good cases are not blamed
+
+
+def test_case_with_an_extra_channel(ds, unlabeled):
+    write_case(ds, unlabeled, "bad_case", channels=(0, 1, 2))
+    ingest(ds, "'bad_case'", "has channels [0, 1, 2]", "2 channel(s)",
+           f"Provide exactly bad_case_0000{ENDING}, bad_case_0001{ENDING}.")
+
+
+@pytest.mark.parametrize("ending", [".nii", ".png"])
+def test_wrong_file_ending(ds, unlabeled, ending):
+    write_case(ds, unlabeled, "bad_case", channels=(0, 1), ending=ending)
+    ingest(ds, f"bad_case_0000{ending}", f"not the dataset's '{ENDING}'", f"CASE_XXXX{ENDING}")
+
+
+def test_missing_channel_suffix(ds, unlabeled):
+    shutil.copy(os.path.join(ds["pristine"], f"unl_000_0000{ENDING}"), os.path.join(unlabeled, f"bad_case{ENDING}"))
+    ingest(ds, os.path.join(unlabeled, f"bad_case{ENDING}"), "lacks the 4-digit channel suffix",
+           f"CASE_0000{ENDING}")
+
+
+def test_unreadable_file(ds, unlabeled):
+    write_case(ds, unlabeled, "bad_case", channels=(0,))
+    garbage = os.path.join(unlabeled, f"bad_case_0001{ENDING}")
+    with open(garbage, "wb") as f:
+        f.write(b"this is not an image\n" * 200)
+    ingest(ds, "'bad_case'", f"cannot read {garbage}", "Replace or remove the file")
+
+
+def test_truncated_file(ds, unlabeled):
+    """A partly copied scan (the first half of a valid .nii.gz) is named, not passed to preprocessing."""
+    write_case(ds, unlabeled, "bad_case", channels=(0,))
+    data = open(os.path.join(ds["pristine"], f"unl_000_0001{ENDING}"), "rb").read()
+    truncated = os.path.join(unlabeled, f"bad_case_0001{ENDING}")
+    with open(truncated, "wb") as f:
+        f.write(data[: len(data) // 2])
+    ingest(ds, "'bad_case'", f"cannot read {truncated}", "truncated", "Replace or remove the file")
+
+
+def test_truncated_uncompressed_nifti_is_detected(tmp_path):
+    """The same check for datasets whose file ending is .nii (in-process: no planned .nii dataset here)."""
+    from nnunetv2_asyco.data.ingest_unlabeled import check_file_complete
+    path = str(tmp_path / "case_0000.nii")
+    sitk.WriteImage(sitk.GetImageFromArray(np.ones((1, 64, 64), np.float32)), path)
+    check_file_complete(path)
+    data = open(path, "rb").read()
+    with open(path, "wb") as f:
+        f.write(data[: len(data) - 100])
+    with pytest.raises(EOFError, match="truncated"):
+        check_file_complete(path)
+
+
+def test_channels_with_different_shape(ds, unlabeled):
+    write_case(ds, unlabeled, "bad_case", channels=(0,))
+    ref = good_channel(ds, 1)
+    small = sitk.GetImageFromArray(sitk.GetArrayFromImage(ref)[:, :96, :100])
+    small.CopyInformation(ref[:100, :96, :])
+    sitk.WriteImage(small, os.path.join(unlabeled, f"bad_case_0001{ENDING}"))
+    err = ingest(ds, "'bad_case'", f"bad_case_0001{ENDING} differs from bad_case_0000{ENDING}", "'shape'",
+                 "(1, 128, 128)", "(1, 96, 100)", "Resample all channels")
+    assert "spacing" not in err.split("differs")[1]  # only what actually differs is listed
+
+
+def test_channels_with_different_spacing(ds, unlabeled):
+    write_case(ds, unlabeled, "bad_case", channels=(0,))
+    img = good_channel(ds, 1)
+    img.SetSpacing((0.8, 1.0, 1.0))  # x spacing; nnU-Net lists spacing as (z, y, x)
+    sitk.WriteImage(img, os.path.join(unlabeled, f"bad_case_0001{ENDING}"))
+    err = ingest(ds, "'bad_case'", f"bad_case_0001{ENDING} differs from bad_case_0000{ENDING}", "'spacing'",
+                 "(1.0, 1.0, 1.0)", "(1.0, 1.0, 0.8)", "Resample all channels")
+    assert "'shape'" not in err and "np.float64" not in err
+
+
+def test_empty_unlabeled_folder(ds, unlabeled):
+    for f in os.listdir(unlabeled):
+        os.remove(os.path.join(unlabeled, f))
+    ingest(ds, f"{unlabeled} is empty", f"CASE_0000{ENDING}")
+
+
+def test_missing_unlabeled_folder(ds, unlabeled):
+    shutil.rmtree(unlabeled)
+    ingest(ds, f"No unlabeled images folder at {unlabeled}", f"CASE_0000{ENDING}", SUBSET)
+
+
+# ---------------------------------------------------------------- unlabeled ingestion: dataset and plans
+
+
+def test_ingest_unplanned_dataset(ds):
+    ingest(ds, f"{ds['unplanned']} is not planned", f"nnUNetv2_plan_and_preprocess -d {UNPLANNED_ID}",
+           args=("-d", UNPLANNED_ID, "-c", "2d"))
+
+
+def test_ingest_unknown_plans(ds):
+    ingest(ds, "not planned with NoSuchPlans", "NoSuchPlans.json", "nnUNetv2_plan_and_preprocess",
+           args=("-d", DATASET_ID, "-c", "2d", "-p", "NoSuchPlans"))
+
+
+def test_ingest_unknown_configuration(ds):
+    ingest(ds, "Configuration '3d_bogus' is not in", "nnUNetPlans.json", "available:", "'2d'",
+           args=("-d", DATASET_ID, "-c", "3d_bogus"))
+
+
+def test_failed_ingestion_keeps_previous_ingestion(ds, unlabeled):
+    """The successful ingestion of the module fixture survives a later failing one byte for byte."""
+    write_case(ds, unlabeled, "bad_case", channels=(0,))
+    ingest(ds, "'bad_case'")
+    ingested = os.path.join(ds["pre"], "nnUNetPlans_2d_unlabeled")
+    assert sorted(f for f in ds["ingested"] if f.endswith(".pkl")) == ["./unl_000.pkl", "./unl_001.pkl"]
+    assert file_hashes(ingested) == ds["ingested"]
+    assert file_hashes(os.path.join(ds["pre"], "nnUNetPlans_2d")) == ds["labeled"]
+    assert not os.path.exists(ingested + ".incomplete")
+
+
+# ---------------------------------------------------------------- labeled subset
+
+
+def fold_size(ds, fold):
+    return len(ds["splits"][fold]["train"])
+
+
+def subset(ds, *args, needles=(), returncode=2):
+    return expect_failure(ds, [SUBSET, "-d", DATASET_ID, *args], *needles, returncode=returncode)
+
+
+def subset_record(ds, fold):
+    with open(os.path.join(ds["pre"], f"asyco_labeled_subset_fold{fold}.json")) as f:
+        return json.load(f)
+
+
+def test_budget_larger_than_fold(ds):
+    n = fold_size(ds, 0)
+    subset(ds, "-f", 0, "-n", 50, needles=(f"Fold 0 of {ds['name']} has only {n} training cases",
+                                            "budget of 50", f"Use -n {n} or less"))
+
+
+@pytest.mark.parametrize("n", [0, -3])
+def test_budget_not_positive(ds, n):
+    subset(ds, "-f", 0, "-n", n, needles=(f"at least 1 case, got {n}",))
+
+
+@pytest.mark.parametrize("fraction", ["0", "1.5"])
+def test_fraction_out_of_range(ds, fraction):
+    subset(ds, "-f", 0, "--fraction", fraction, needles=(f"--fraction must lie in (0, 1], got {float(fraction)}",))
+
+
+def test_budget_given_twice(ds):
+    subset(ds, "-f", 0, "-n", 2, "--fraction", 0.5, needles=("argument --fraction: not allowed with argument -n",))
+
+
+def test_budget_missing(ds):
+    subset(ds, "-f", 0, needles=("one of the arguments -n --fraction is required",))
+
+
+@pytest.mark.parametrize("fold", [7, -1])
+def test_fold_does_not_exist(ds, fold):
+    assert len(ds["splits"]) == 5
+    subset(ds, "-f", fold, "-n", 2, needles=(f"Fold {fold} does not exist", "5 folds (0..4)"))
+
+
+def test_different_subset_refused_without_overwrite(ds):
+    before = subset_record(ds, 0)
+    subset(ds, "-f", 0, "-n", 3, needles=("asyco_labeled_subset_fold0.json already records a different labeled "
+                                          "subset (2 cases, seed 0)", "--overwrite"))
+    assert subset_record(ds, 0) == before
+
+
+def test_same_seed_gives_same_subset(ds):
+    path = os.path.join(ds["pre"], "asyco_labeled_subset_fold0.json")
+    before = open(path, "rb").read()
+    run_cli([SUBSET, "-d", DATASET_ID, "-f", 0, "-n", 2, "--seed", 0], env=ds["env"])
+    assert open(path, "rb").read() == before
+
+
+def test_overwrite_replaces_subset_and_other_seed_differs(ds):
+    env = ds["env"]
+    run_cli([SUBSET, "-d", DATASET_ID, "-f", 1, "-n", 3, "--seed", 0], env=env)
+    first = subset_record(ds, 1)
+    run_cli([SUBSET, "-d", DATASET_ID, "-f", 1, "-n", 3, "--seed", 1, "--overwrite"], env=env)
+    second = subset_record(ds, 1)
+    assert second["seed"] == 1 and second["n_labeled"] == 3 and len(second["labeled"]) == 3
+    assert second["labeled"] != first["labeled"]
+    assert sorted(second["labeled"] + second["unlabeled"]) == sorted(ds["splits"][1]["train"])
+
+
+def test_fraction_gives_rounded_budget(ds):
+    fold = 4
+    n = fold_size(ds, fold)
+    proc = run_cli([SUBSET, "-d", DATASET_ID, "-f", fold, "--fraction", 0.25], env=ds["env"])
+    record = subset_record(ds, fold)
+    assert record["n_labeled"] == len(record["labeled"]) == round(0.25 * n)
+    assert f"{round(0.25 * n)} labeled, {n - round(0.25 * n)} unlabeled of {n} training cases" in proc.stdout
+
+
+def test_subset_of_unpreprocessed_dataset(ds):
+    expect_failure(ds, [SUBSET, "-d", UNPLANNED_ID, "-f", 0, "-n", 1], "does not exist",
+                   f"nnUNetv2_plan_and_preprocess -d {ds['unplanned']}", returncode=2)
