@@ -249,6 +249,8 @@ def test_teacher_student_and_ema_count_restored_by_load_checkpoint(in_process, t
     assert max_difference(teacher, student) > 0
     path = str(tmp_path / "checkpoint.pth")
     trainer.save_checkpoint(path)
+    trainer.current_epoch += 1  # as nnU-Net's on_epoch_end after saving; the checkpoint records the next epoch
+    trainer.iteration_in_epoch = 0
     assert_same(params(trainer.network), student)  # saving swaps the teacher in and back out
 
     saved = torch.load(path, map_location="cpu", weights_only=False)
@@ -257,6 +259,7 @@ def test_teacher_student_and_ema_count_restored_by_load_checkpoint(in_process, t
 
     resumed = make_trainer("nnUNetTrainerMeanTeacher")
     resumed.load_checkpoint(path)
+    assert resumed.current_epoch == trainer.current_epoch  # same point of the ramp-up
     assert_same(params(resumed.teacher), teacher)
     assert_same(params(resumed.network), student)
     assert resumed.ema_updates == trainer.ema_updates == 2

@@ -21,7 +21,7 @@ METHODS = (("labeled-only nnU-Net", "nnUNetTrainerLabeledOnly_demo"), ("AsyCo", 
 # make_small_plans reads nnUNet_preprocessed when nnunetv2.paths is imported, so it runs in the child's environment
 SMALL_PLANS_CODE = ("import sys; from nnunetv2_asyco.small_plans import make_small_plans; "
                     "print(make_small_plans(int(sys.argv[1]), 'nnUNetPlans', '%s', patch_size={'2d': (64, 64)}, "
-                    "batch_size=4, max_features=32))" % PLANS)
+                    "batch_size=4, max_features=16))" % PLANS)
 
 
 class DemoError(RuntimeError):
@@ -143,7 +143,7 @@ def run_demo(args) -> int:
                                         num_classes=3, seed=0))
     steps.run("Plan and preprocess: nnUNetv2_plan_and_preprocess",
               [find_cli("nnUNetv2_plan_and_preprocess"), "-d", did, "-c", "2d", "-np", "2", "-npfp", "2"], env)
-    steps.run(f"Small CPU plans: {PLANS} (patch 64x64, batch 4)", [sys.executable, "-c", SMALL_PLANS_CODE, did], env)
+    steps.run(f"Small CPU plans: {PLANS} (patch 64x64, batch 4, 16 features)", [sys.executable, "-c", SMALL_PLANS_CODE, did], env)
     steps.run("Preprocess unlabeled scans: nnUNetv2_asyco_preprocess_unlabeled",
               [find_cli("nnUNetv2_asyco_preprocess_unlabeled"), "-d", did, "-c", "2d", "-p", PLANS, "-np", "2"], env)
     steps.run(f"Labeled subset: nnUNetv2_asyco_labeled_subset ({args.n_labeled} labeled cases in fold 0)",

@@ -73,9 +73,8 @@ def check_file_complete(path: str) -> None:
                 raise EOFError(f"the compressed data ends early, the file is truncated ({e})") from e
     elif path.endswith(".nii"):
         import nibabel
-        header = nibabel.load(path).header
-        dtype, shape = header.get_data_dtype(), header.get_data_shape()
-        needed = int(header.get_data_offset()) + int(np.prod(shape)) * dtype.itemsize
+        proxy = nibabel.load(path).dataobj  # its offset resolves a vox_offset of 0 to the real start of the data
+        needed = int(proxy.offset) + int(np.prod(proxy.shape)) * np.dtype(proxy.dtype).itemsize
         if os.path.getsize(path) < needed:
             raise EOFError(f"the file has {os.path.getsize(path)} bytes but its header needs {needed}, "
                            f"it is truncated")

@@ -1,4 +1,4 @@
-"""Labels of 'unlabeled' cases never reach a loss.
+"""In-process AsyCo trainer checks: labels of "unlabeled" cases never reach a loss; non-finite steps are skipped.
 
 Under the limited-label protocol the fold's unlabeled cases still have labels
 on disk. We train a few real AsyCo steps, scramble those labels (segmentation
@@ -85,3 +85,32 @@ def test_positive_control_scrambling_a_labeled_case_changes_the_weights(dataset,
         scramble_labels(dataset["data"], case, seed=100 + i)
     after = train_a_few_steps(dataset["env"], monkeypatch)
     assert any(not torch.equal(reference[k], after[k]) for k in reference)
+
+
+def test_non_finite_loss_skips_the_step_and_keeps_the_weights(dataset, monkeypatch):
+    """Inject a NaN into one consistency term: the step is skipped with a logged warning, weights unchanged."""
+    for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_extTrainer"):
+        monkeypatch.setenv(key, dataset["env"][key])
+    monkeypatch.setenv("nnUNet_n_proc_DA", "0")
+    from nnunetv2.run.run_training import get_trainer_from_args
+    trainer = get_trainer_from_args(str(DATASET_ID), "2d", 0, "nnUNetTrainerAsyCo", PLANS, device=torch.device("cpu"))
+    trainer.on_train_start()
+    trainer.on_train_epoch_start()
+    real_compute = trainer.compute_loss_terms
+
+    def with_nan_inter_head(*args):
+        terms = real_compute(*args)
+        terms["inter_head"] = terms["inter_head"] * float("nan")
+        return terms
+
+    before = {k: v.clone() for k, v in trainer.network.state_dict().items()}
+    trainer.compute_loss_terms = with_nan_inter_head
+    out = trainer.train_step(next(trainer.dataloader_train))
+    assert np.isnan(out["loss"])
+    assert trainer.skipped_steps == 1
+    assert all(torch.equal(before[k], v) for k, v in trainer.network.state_dict().items())
+    assert "non-finite loss" in open(trainer.log_file).read()
+    # the next, finite step trains normally
+    trainer.compute_loss_terms = real_compute
+    trainer.train_step(next(trainer.dataloader_train))
+    assert any(not torch.equal(before[k], v) for k, v in trainer.network.state_dict().items())
