@@ -9,6 +9,7 @@ variant and predict with the stock ``nnUNetv2_predict``.
 import copy
 import itertools
 import os
+import subprocess
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
 
-from conftest import nnunet_folders_env, plan_tiny_dataset, run_cli, training_env
+from conftest import nnunet_command, nnunet_folders_env, plan_tiny_dataset, run_cli, training_env
 from nnunetv2_asyco.consistency import cross_pseudo_supervision, pseudo_label_loss
 from nnunetv2_asyco.network import RemapPlan
 
@@ -274,11 +275,35 @@ def test_teacher_student_and_ema_count_restored_by_load_checkpoint(in_process, t
 
 
 # ---- through the real commands -----------------------------------------------------------------
-@pytest.mark.parametrize("trainer", ["nnUNetTrainerCPS_smoke", "nnUNetTrainerMeanTeacher_smoke"])
-def test_train_and_predict_cli(dataset, tmp_path, trainer):
+SMOKE_TRAINERS = ("nnUNetTrainerCPS_smoke", "nnUNetTrainerMeanTeacher_smoke")
+
+
+def run_clis_concurrently(commands, env, timeout=900):
+    """Run console scripts side by side (most of their time is single-threaded start-up); fail on any error."""
+    procs = [subprocess.Popen([nnunet_command(c[0])] + [str(a) for a in c[1:]], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for c in commands]
+    outputs = [p.communicate(timeout=timeout)[0] for p in procs]
+    for command, proc, output in zip(commands, procs, outputs):
+        assert proc.returncode == 0, f"{' '.join(map(str, command))} failed ({proc.returncode}):\n{output[-4000:]}"
+
+
+@pytest.fixture(scope="module")
+def trained_and_predicted(dataset, tmp_path_factory):
+    """nnUNetv2_train (smoke) for both baselines, then nnUNetv2_predict with each; returns the folders."""
     env = training_env(dataset["env"])
-    run_cli(["nnUNetv2_train", DATASET_ID, "2d", 0, "-p", PLANS, "-tr", trainer, "-device", "cpu"], env=env)
-    fold_dir = os.path.join(env["nnUNet_results"], dataset["name"], f"{trainer}__{PLANS}__2d", "fold_0")
+    run_clis_concurrently([["nnUNetv2_train", DATASET_ID, "2d", 0, "-p", PLANS, "-tr", tr, "-device", "cpu"]
+                           for tr in SMOKE_TRAINERS], env)
+    out = tmp_path_factory.mktemp("predictions")
+    run_clis_concurrently([["nnUNetv2_predict", "-i", os.path.join(dataset["raw"], "imagesTs"), "-o", out / tr,
+                            "-d", DATASET_ID, "-c", "2d", "-p", PLANS, "-tr", tr, "-f", 0, "-device", "cpu",
+                            "-npp", 1, "-nps", 1, "--disable_tta"] for tr in SMOKE_TRAINERS], env)
+    return {tr: {"fold": os.path.join(env["nnUNet_results"], dataset["name"], f"{tr}__{PLANS}__2d", "fold_0"),
+                 "predictions": out / tr} for tr in SMOKE_TRAINERS}
+
+
+@pytest.mark.parametrize("trainer", SMOKE_TRAINERS)
+def test_train_and_predict_cli(trained_and_predicted, trainer):
+    fold_dir, predictions = trained_and_predicted[trainer]["fold"], trained_and_predicted[trainer]["predictions"]
     checkpoint = torch.load(os.path.join(fold_dir, "checkpoint_final.pth"), map_location="cpu", weights_only=False)
     assert os.path.isfile(os.path.join(fold_dir, "validation", "summary.json"))
     if "MeanTeacher" in trainer:
@@ -287,12 +312,7 @@ def test_train_and_predict_cli(dataset, tmp_path, trainer):
         assert state["mean_teacher"]["ema_updates"] == 2 * 4 - state["skipped_steps"]
         # network_weights is a stock U-Net's state dict (the teacher)
         assert not any(k.startswith(("branch_a.", "teacher.", "module.")) for k in checkpoint["network_weights"])
-
-    out = tmp_path / "pred"
-    run_cli(["nnUNetv2_predict", "-i", os.path.join(dataset["raw"], "imagesTs"), "-o", out, "-d", DATASET_ID,
-             "-c", "2d", "-p", PLANS, "-tr", trainer, "-f", 0, "-device", "cpu", "-npp", 1, "-nps", 1,
-             "--disable_tta"], env=env)
     for case in ("test_000", "test_001"):
-        seg = sitk.GetArrayFromImage(sitk.ReadImage(str(out / f"{case}.nii.gz")))
+        seg = sitk.GetArrayFromImage(sitk.ReadImage(str(predictions / f"{case}.nii.gz")))
         assert seg.shape == (1, 128, 128)
         assert set(np.unique(seg).tolist()) <= set(range(NUM_CLASSES + 1))

@@ -69,6 +69,7 @@ def child_env(args, output: str) -> dict:
     from nnunetv2_asyco.cli.trainer_dir import trainer_dir
     env["nnUNet_extTrainer"] = os.pathsep.join(p for p in (trainer_dir(), env.get("nnUNet_extTrainer")) if p)
     env.pop("nnUNet_n_proc_DA", None)  # 0 crashes the planner; set for training only
+    env["nnUNet_def_n_proc"] = "2"  # nnU-Net's default of 8 spawned workers (final validation) is slow on a laptop
     if args.device == "cpu":
         env["nnUNet_compile"] = "false"
     return env
@@ -143,7 +144,8 @@ def run_demo(args) -> int:
                                         num_classes=3, seed=0))
     steps.run("Plan and preprocess: nnUNetv2_plan_and_preprocess",
               [find_cli("nnUNetv2_plan_and_preprocess"), "-d", did, "-c", "2d", "-np", "2", "-npfp", "2"], env)
-    steps.run(f"Small CPU plans: {PLANS} (patch 64x64, batch 4, 16 features)", [sys.executable, "-c", SMALL_PLANS_CODE, did], env)
+    steps.run(f"Small CPU plans: {PLANS} (patch 64x64, batch 4, 16 features)",
+              [sys.executable, "-c", SMALL_PLANS_CODE, did], env)
     steps.run("Preprocess unlabeled scans: nnUNetv2_asyco_preprocess_unlabeled",
               [find_cli("nnUNetv2_asyco_preprocess_unlabeled"), "-d", did, "-c", "2d", "-p", PLANS, "-np", "2"], env)
     steps.run(f"Labeled subset: nnUNetv2_asyco_labeled_subset ({args.n_labeled} labeled cases in fold 0)",

@@ -1,0 +1,225 @@
+"""Aggregate the quality benchmark's per-run CSVs into ``quality.md`` and two plots.
+
+Reads ``<results>/quality_runs/*.csv`` and ``*.json`` (written by
+``run_quality.py``) and writes:
+
+- ``<results>/quality.md``: per method and labeled budget, mean +- std over
+  seeds of Dice and HD95 per class and of their class mean, the number of
+  seeds, gap closure = (method - labeled-only) / (fully supervised -
+  labeled-only) on mean Dice (per seed, then mean +- std), and the measured
+  seconds per training iteration;
+- ``<results>/dice_vs_fraction.png``: mean Dice vs labeled fraction, error
+  bars = std over seeds, the fully supervised result as a horizontal band;
+- ``<results>/loss_terms.png``: per-epoch training curves of every loss term
+  (``train_<term>`` of the checkpoints' logging) of the semi-supervised methods.
+
+Per run, a case's mean Dice is the mean over its foreground classes (NaN, i.e.
+class absent in both reference and prediction, left out); the run's score is
+the mean over cases; mean +- std is then taken over seeds (std with ddof=1,
+"-" with one seed).
+
+    python benchmarks/quality/report.py [--results benchmarks/results]
+"""
+import argparse
+import glob
+import json
+import os
+
+import numpy as np
+import pandas as pd
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+
+LABELS = {"labeled_only": "labeled-only nnU-Net", "mean_teacher": "Mean Teacher", "cps": "CPS",
+          "asyco": "AsyCo", "full": "fully supervised nnU-Net",
+          "asyco_noRemap": "AsyCo w/o remapping", "asyco_noBranchOutput": "AsyCo w/o branch-output cons.",
+          "asyco_noInterHead": "AsyCo w/o inter-head cons.", "asyco_noRepresentation": "AsyCo w/o repr. cons."}
+ORDER = list(LABELS)
+
+
+def load_runs(runs_dir: str):
+    csvs = sorted(glob.glob(os.path.join(runs_dir, "*.csv")))
+    if not csvs:
+        raise SystemExit(f"No run CSVs in {runs_dir}; run benchmarks/quality/run_quality.py first.")
+    df = pd.concat([pd.read_csv(p) for p in csvs], ignore_index=True)
+    records = {}
+    for p in glob.glob(os.path.join(runs_dir, "*.json")):
+        if os.path.basename(p) == "setup.json":
+            continue
+        with open(p) as f:
+            r = json.load(f)
+        records[(r["method"], r["n_labeled"], r["seed"])] = r
+    setup = {}
+    if os.path.isfile(os.path.join(runs_dir, "setup.json")):
+        with open(os.path.join(runs_dir, "setup.json")) as f:
+            setup = json.load(f)
+    failed = sorted(os.path.basename(p)[:-len(".failed.txt")] for p in glob.glob(os.path.join(runs_dir, "*.failed.txt")))
+    return df, records, setup, failed
+
+
+def per_run_scores(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per run (method, fraction, n_labeled, seed) and metric column: class Dice/HD95 and means."""
+    keys = ["method", "fraction", "n_labeled", "seed"]
+    per_class = df.groupby(keys + ["class"]).agg(dice=("dice", "mean"), hd95=("hd95", "mean")).reset_index()
+    wide = per_class.pivot_table(index=keys, columns="class", values=["dice", "hd95"])
+    wide.columns = [f"{m}_{c}" for m, c in wide.columns]
+    case_mean = df.groupby(keys + ["case"]).agg(dice=("dice", "mean"), hd95=("hd95", "mean")).reset_index()
+    means = case_mean.groupby(keys).agg(dice_mean=("dice", "mean"), hd95_mean=("hd95", "mean"))
+    return wide.join(means).reset_index()
+
+
+def fmt(values, digits: int, scale: float = 1.0) -> str:
+    v = np.asarray(values, dtype=float) * scale
+    v = v[~np.isnan(v)]
+    if len(v) == 0:
+        return "n/a"
+    if len(v) == 1:
+        return f"{v[0]:.{digits}f}"
+    return f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f}"
+
+
+def gap_closure(scores: pd.DataFrame) -> dict:
+    """{(method, n_labeled): [closure per seed]} on mean Dice, against the same seed's bounds."""
+    out = {}
+    full = scores[scores.method == "full"].set_index("seed")["dice_mean"]
+    lower = scores[scores.method == "labeled_only"].set_index(["n_labeled", "seed"])["dice_mean"]
+    for _, r in scores[~scores.method.isin(["full"])].iterrows():
+        key = (r.n_labeled, r.seed)
+        if r.seed not in full.index or key not in lower.index:
+            continue
+        denom = full[r.seed] - lower[key]
+        value = (r.dice_mean - lower[key]) / denom if abs(denom) > 1e-9 else np.nan
+        out.setdefault((r.method, r.n_labeled), []).append(value)
+    return out
+
+
+def markdown(scores: pd.DataFrame, records: dict, setup: dict, failed: list, df: pd.DataFrame) -> str:
+    classes = sorted(c[len("dice_"):] for c in scores.columns if c.startswith("dice_") and c != "dice_mean")
+    closure = gap_closure(scores)
+    budgets = sorted(scores[scores.method != "full"].n_labeled.unique())
+    n_fold = int(scores[scores.method == "full"].n_labeled.iloc[0]) if (scores.method == "full").any() else None
+
+    def spi(method, n):
+        v = [r["seconds_per_iteration"] for (m, nl, _), r in records.items()
+             if m == method and nl == n and r.get("seconds_per_iteration")]
+        return f"{np.mean(v):.3f}" if v else "n/a"
+
+    lines = ["# Quality benchmark (synthetic 2D, nnU-Net small CPU plans)", ""]
+    seeds = sorted(scores.seed.unique())
+    n_cases = df.case.nunique()
+    lines += [
+        f"- Set-up: {json.dumps(setup)}" if setup else "- Set-up: (no setup.json)",
+        f"- Test set: {n_cases} held-out cases (imagesTs/labelsTs), the same for every run.",
+        f"- Seeds (labeled-subset draws; training itself is not seeded): {', '.join(map(str, seeds))} "
+        f"-> **{len(seeds)} seed(s)**; ± is the std over seeds (ddof=1), shown only with 2+ seeds.",
+        f"- Every method: same plans, same iteration budget "
+        f"({', '.join(str(i) for i in sorted(df.iterations.unique()))} iterations), same labeled subset per "
+        f"(budget, seed); the semi-supervised methods use fold 0's other training cases as unlabeled data.",
+        "- Dice: nnU-Net's `compute_metrics_on_folder`; NaN (class absent in reference and prediction) left out.",
+        "- HD95 (mm): `medpy.metric.binary.hd95`; both empty -> 0, exactly one empty -> image diagonal "
+        "(worst case).",
+        "- Gap closure = (method - labeled-only) / (fully supervised - labeled-only), on mean Dice, per seed.",
+        "- s/it: median training epoch time / iterations per epoch (includes the epoch's few validation "
+        "iterations and per-epoch overhead), on a shared 2-core CPU: indicative only.",
+        ""]
+    if failed:
+        lines += [f"- **Failed runs** (see quality_runs/*.failed.txt): {', '.join(failed)}", ""]
+
+    head = (["method", "labeled", "seeds"] + [f"Dice {c}" for c in classes] + ["mean Dice", "gap closure"] +
+            [f"HD95 {c}" for c in classes] + ["mean HD95", "s/it"])
+    lines += ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    groups = [(n, m) for n in budgets for m in ORDER if m != "full"] + [(n_fold, "full")]
+    for n, m in groups:
+        sub = scores[(scores.method == m) & (scores.n_labeled == n)]
+        if sub.empty:
+            continue
+        frac = sub.fraction.iloc[0]
+        label = f"{int(n)} ({frac:.0%})" if m != "full" else f"{int(n)} (all)"
+        gc = closure.get((m, n))
+        cells = [LABELS.get(m, m), label, str(len(sub))]
+        cells += [fmt(sub[f"dice_{c}"], 2, 100) for c in classes] + [f"**{fmt(sub.dice_mean, 2, 100)}**"]
+        cells += [("—" if m in ("labeled_only",) else (fmt(gc, 0, 100) + "%" if gc else "n/a")) if m != "full"
+                  else "—"]
+        cells += [fmt(sub[f"hd95_{c}"], 2) for c in classes] + [fmt(sub.hd95_mean, 2), spi(m, n)]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Dice in %, HD95 in mm (voxel spacing 1 mm)."]
+    return "\n".join(lines) + "\n"
+
+
+def plot_dice(scores: pd.DataFrame, path: str) -> None:
+    import matplotlib
+    matplotlib.use("agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for i, m in enumerate([m for m in ORDER if m != "full" and m in set(scores.method)]):
+        sub = scores[scores.method == m].groupby("fraction").dice_mean
+        mean, std = sub.mean() * 100, sub.std(ddof=1).fillna(0) * 100
+        x = mean.index.values * 100 * (1 + 0.012 * (i - 2))  # small offset so error bars do not overlap
+        ax.errorbar(x, mean.values, yerr=std.values, marker="o", capsize=4, label=LABELS.get(m, m))
+    full = scores[scores.method == "full"].dice_mean * 100
+    if len(full):
+        mu, sd = full.mean(), (full.std(ddof=1) if len(full) > 1 else 0.0)
+        ax.axhline(mu, color="k", ls="--", lw=1, label=f"{LABELS['full']} (100% of fold 0)")
+        if sd:
+            ax.axhspan(mu - sd, mu + sd, color="k", alpha=0.1)
+    fractions = sorted(scores[scores.method != "full"].fraction.unique())
+    ax.set_xticks([f * 100 for f in fractions])
+    ax.set_xlabel("labeled fraction of fold 0 training cases (%)")
+    ax.set_ylabel("mean foreground Dice on test set (%)")
+    n_seeds = scores.seed.nunique()
+    ax.set_title(f"Dice vs labeled fraction ({n_seeds} seed{'s' if n_seeds > 1 else ''}; bars: std over seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_loss_terms(records: dict, path: str) -> None:
+    import matplotlib
+    matplotlib.use("agg")
+    import matplotlib.pyplot as plt
+    semi = [m for m in ORDER if m not in ("labeled_only", "full") and any(k[0] == m for k in records)]
+    if not semi:
+        return
+    fig, axes = plt.subplots(1, len(semi), figsize=(4.5 * len(semi), 3.8), squeeze=False)
+    for ax, m in zip(axes[0], semi):
+        for (method, n, seed), r in sorted(records.items()):
+            if method != m:
+                continue
+            for k, v in r["curves"].items():
+                if not k.startswith("train_") or k == "train_losses":
+                    continue
+                ax.plot(range(1, len(v) + 1), v, label=f"{k[len('train_'):]} (n={n}, s={seed})")
+            if "train_losses" in r["curves"]:
+                v = r["curves"]["train_losses"]
+                ax.plot(range(1, len(v) + 1), v, "k:", lw=1, label=f"total (n={n}, s={seed})")
+        ax.set_title(LABELS.get(m, m))
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("loss term (unweighted, per-epoch mean)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description="Aggregate quality benchmark CSVs into quality.md and plots.")
+    p.add_argument("--results", default=os.path.join(REPO, "benchmarks", "results"))
+    args = p.parse_args(argv)
+    runs_dir = os.path.join(args.results, "quality_runs")
+    df, records, setup, failed = load_runs(runs_dir)
+    scores = per_run_scores(df)
+    text = markdown(scores, records, setup, failed, df)
+    with open(os.path.join(args.results, "quality.md"), "w") as f:
+        f.write(text)
+    plot_dice(scores, os.path.join(args.results, "dice_vs_fraction.png"))
+    plot_loss_terms(records, os.path.join(args.results, "loss_terms.png"))
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,407 @@
+"""Quality benchmark (DESIGN.md section 5): Dice and HD95 of every method on one held-out test set.
+
+One command runs the whole protocol with real nnU-Net commands as child processes:
+
+1. write a synthetic 2D dataset (``nnunetv2_asyco.synthetic``): ``--n-train``
+   training cases (nnU-Net's fold 0 uses 80% of them for training), a fixed
+   held-out test set (imagesTs/labelsTs, ``--n-test`` cases) and, optionally,
+   ``--n-extra-unlabeled`` extra unlabeled scans (imagesUnlabeled);
+2. ``nnUNetv2_plan_and_preprocess`` (2d), then CPU plans
+   (``make_small_plans``: patch 64x64, small batch, capped widths) shared by
+   every method;
+3. for every seed and labeled fraction: ``nnUNetv2_asyco_labeled_subset -d ID
+   -f 0 --fraction F --seed S --overwrite`` (the fold's other training cases
+   are the unlabeled data), then for every method ``nnUNetv2_train`` with the
+   method's ``_bench<N>`` trainer (same plans, same subset, same N iterations;
+   ``benchmarks/quality/trainers/budget_trainers.py``); the fully supervised
+   upper bound (stock ``nnUNetTrainer`` on all labels of fold 0) once per seed;
+4. ``nnUNetv2_predict`` on imagesTs (``-npp 1 -nps 1``), Dice per class and
+   case with nnU-Net's ``compute_metrics_on_folder``, HD95 per class and case
+   with ``medpy.metric.binary.hd95``;
+5. one CSV per run in ``<results>/quality_runs/`` (columns: method, trainer,
+   iterations, fraction, n_labeled, seed, case, class, dice, hd95, hd95_note)
+   plus ``<run>.json`` (training log from the checkpoint's ``logging`` dict,
+   per-iteration time, labeled cases).
+
+A run whose CSV exists is skipped, so an interrupted benchmark resumes where it
+stopped (``--c`` is not used: an unfinished training restarts). The "seed" is
+the seed of the labeled-subset draw; nnU-Net training itself is not seeded, so
+repeated seeds also sample training randomness. ``benchmarks/quality/report.py``
+turns the CSVs into ``quality.md`` and the plots.
+
+Empty-mask conventions (per test case and class):
+- Dice: nnU-Net's own value; it is NaN when reference and prediction are both
+  empty, and NaN values are left out of means (nnU-Net does the same).
+- HD95: both empty -> 0.0 (``hd95_note=both_empty``); exactly one empty -> the
+  image diagonal in mm, the largest distance possible in the image, as a fixed
+  worst-case penalty (``hd95_note=empty_prediction`` / ``empty_reference``);
+  otherwise medpy's hd95 with the image spacing.
+
+Example (the reduced protocol of benchmarks/results/quality.md)::
+
+    python benchmarks/quality/run_quality.py --fractions 0.05 0.1 --seeds 0 --iterations 600
+"""
+import argparse
+import csv
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+BENCH_TRAINER_DIR = os.path.join(HERE, "trainers")
+sys.path.insert(0, BENCH_TRAINER_DIR)
+import budget_trainers  # noqa: E402
+
+# method key -> (trainer base name, trained on the labeled subset)
+METHODS = {
+    "labeled_only": ("nnUNetTrainerLabeledOnly", True),
+    "mean_teacher": ("nnUNetTrainerMeanTeacher", True),
+    "cps": ("nnUNetTrainerCPS", True),
+    "asyco": ("nnUNetTrainerAsyCo", True),
+    "full": ("nnUNetTrainer", False),  # upper bound: every label of fold 0
+    "asyco_noRemap": ("nnUNetTrainerAsyCo_noRemap", True),
+    "asyco_noBranchOutput": ("nnUNetTrainerAsyCo_noBranchOutput", True),
+    "asyco_noInterHead": ("nnUNetTrainerAsyCo_noInterHead", True),
+    "asyco_noRepresentation": ("nnUNetTrainerAsyCo_noRepresentation", True),
+}
+DEFAULT_METHODS = ("labeled_only", "mean_teacher", "cps", "asyco", "full")
+DATASET_NAME = "AsyCoQuality"
+PLANS = "nnUNetPlansQuality"
+PATH_VARS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
+CSV_COLUMNS = ("method", "trainer", "iterations", "fraction", "n_labeled", "seed", "case", "class", "dice", "hd95",
+               "hd95_note")
+# what the dataset and plans depend on; results made with other values are not comparable
+SETUP_KEYS = ("dataset_id", "n_train", "n_test", "n_extra_unlabeled", "data_seed", "patch", "batch_size",
+              "max_features", "iterations")
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+def find_cli(name: str) -> str:
+    candidate = os.path.join(os.path.dirname(sys.executable), name)
+    if os.path.isfile(candidate):
+        return candidate
+    found = shutil.which(name)
+    if found is None:
+        raise BenchError(f"{name} not found next to {sys.executable} or on PATH; is nnunetv2 installed?")
+    return found
+
+
+def base_env(args) -> dict:
+    from nnunetv2_asyco.cli.trainer_dir import trainer_dir
+    env = dict(os.environ, PYTHONUNBUFFERED="1", nnUNet_compile="false")
+    for v in PATH_VARS:
+        env[v] = os.path.join(args.work, v)
+        os.makedirs(env[v], exist_ok=True)
+    # benchmark trainers first, then the package's; keep whatever the user already searches
+    env["nnUNet_extTrainer"] = os.pathsep.join(
+        p for p in (BENCH_TRAINER_DIR, trainer_dir(), os.environ.get("nnUNet_extTrainer")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (BENCH_TRAINER_DIR, os.environ.get("PYTHONPATH")) if p)
+    env.pop("nnUNet_n_proc_DA", None)  # set for training only (0 crashes the planner)
+    return env
+
+
+def run_cmd(cmd: list, env: dict, log: str) -> float:
+    """Run a child process with its output in ``log``; return wall seconds; raise BenchError on failure."""
+    os.makedirs(os.path.dirname(log), exist_ok=True)
+    print(f"  $ {' '.join(cmd)}   (log: {log})", flush=True)
+    start = time.time()
+    with open(log, "w") as f:
+        f.write("$ " + " ".join(cmd) + "\n")
+        f.flush()
+        rc = subprocess.call(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    seconds = time.time() - start
+    if rc != 0:
+        with open(log) as f:
+            tail = "".join(f.readlines()[-30:])
+        raise BenchError(f"exit code {rc} after {seconds:.0f} s: {' '.join(cmd)}\n{tail}")
+    return seconds
+
+
+# ---------------------------------------------------------------------------------------
+# dataset, plans
+# ---------------------------------------------------------------------------------------
+def setup_dict(args) -> dict:
+    return {k: getattr(args, k) for k in SETUP_KEYS}
+
+
+def check_setup(args) -> None:
+    """Refuse to mix results of different set-ups in one results folder."""
+    path = os.path.join(args.runs_dir, "setup.json")
+    current = setup_dict(args)
+    if os.path.isfile(path):
+        with open(path) as f:
+            recorded = json.load(f)
+        if recorded != current:
+            raise BenchError(f"{path} records another set-up ({recorded}) than this call ({current}); results would "
+                             f"not be comparable. Use another --results folder or the recorded options.")
+    else:
+        os.makedirs(args.runs_dir, exist_ok=True)
+        with open(path, "w") as f:
+            json.dump(current, f, indent=2)
+
+
+def prepare_dataset(args, env: dict) -> str:
+    """Dataset, nnU-Net preprocessing and small plans in the work folder (reused when already made)."""
+    marker = os.path.join(args.work, "dataset_setup.json")
+    current = {k: v for k, v in setup_dict(args).items() if k != "iterations"}
+    raw = os.path.join(env["nnUNet_raw"], f"Dataset{args.dataset_id:03d}_{DATASET_NAME}")
+    if os.path.isfile(marker):
+        with open(marker) as f:
+            if json.load(f) == current:
+                print(f"Dataset and plans already prepared in {args.work}", flush=True)
+                return raw
+        raise BenchError(f"{args.work} holds a dataset made with other options; use another --work folder.")
+    os.makedirs(args.work, exist_ok=True)
+    logs = os.path.join(args.work, "logs")
+    from nnunetv2_asyco.synthetic import write_synthetic_dataset
+    print(f"Writing dataset {args.dataset_id}: {args.n_train} training, {args.n_test} test, "
+          f"{args.n_extra_unlabeled} extra unlabeled cases", flush=True)
+    raw = write_synthetic_dataset(env["nnUNet_raw"], args.dataset_id, DATASET_NAME, dim=2, shape=(128, 128),
+                                  n_train=args.n_train, n_test=args.n_test, n_unlabeled=args.n_extra_unlabeled,
+                                  num_classes=3, seed=args.data_seed)
+    did = str(args.dataset_id)
+    run_cmd([find_cli("nnUNetv2_plan_and_preprocess"), "-d", did, "-c", "2d", "-np", "2", "-npfp", "2"], env,
+            os.path.join(logs, "plan_and_preprocess.log"))
+    code = ("import sys; from nnunetv2_asyco.small_plans import make_small_plans; "
+            f"print(make_small_plans(int(sys.argv[1]), 'nnUNetPlans', '{PLANS}', "
+            f"patch_size={{'2d': ({args.patch}, {args.patch})}}, batch_size={args.batch_size}, "
+            f"max_features={args.max_features}))")
+    run_cmd([sys.executable, "-c", code, did], env, os.path.join(logs, "small_plans.log"))
+    if args.n_extra_unlabeled:
+        run_cmd([find_cli("nnUNetv2_asyco_preprocess_unlabeled"), "-d", did, "-c", "2d", "-p", PLANS, "-np", "2"],
+                env, os.path.join(logs, "preprocess_unlabeled.log"))
+    with open(marker, "w") as f:
+        json.dump(current, f, indent=2)
+    return raw
+
+
+def write_subset(args, env: dict, fraction: float, seed: int) -> dict:
+    run_cmd([find_cli("nnUNetv2_asyco_labeled_subset"), "-d", str(args.dataset_id), "-f", "0", "--fraction",
+             str(fraction), "--seed", str(seed), "--overwrite"], env,
+            os.path.join(args.work, "logs", f"subset_f{fraction}_s{seed}.log"))
+    folder = os.path.join(env["nnUNet_preprocessed"], f"Dataset{args.dataset_id:03d}_{DATASET_NAME}")
+    with open(os.path.join(folder, "asyco_labeled_subset_fold0.json")) as f:
+        return json.load(f)
+
+
+def fold0_train_cases(env: dict, dataset_id: int) -> list:
+    folder = os.path.join(env["nnUNet_preprocessed"], f"Dataset{dataset_id:03d}_{DATASET_NAME}")
+    if not os.path.isfile(os.path.join(folder, "splits_final.json")):
+        # nnU-Net's own 5-fold split, made exactly as nnUNetTrainer.do_split would (in the child's environment:
+        # nnunetv2.paths is read at import time)
+        code = ("import sys; from nnunetv2_asyco.data.labeled_subset import load_or_create_splits; "
+                "load_or_create_splits(sys.argv[1])")
+        run_cmd([sys.executable, "-c", code, os.path.basename(folder)], env,
+                os.path.join(os.path.dirname(env["nnUNet_raw"]), "logs", "splits.log"))
+    with open(os.path.join(folder, "splits_final.json")) as f:
+        return list(json.load(f)[0]["train"])
+
+
+# ---------------------------------------------------------------------------------------
+# scoring
+# ---------------------------------------------------------------------------------------
+def hd95_with_convention(pred, ref, spacing) -> tuple:
+    """(hd95 in mm, note); see the module docstring for the empty-mask convention."""
+    from medpy.metric.binary import hd95
+    has_pred, has_ref = bool(pred.any()), bool(ref.any())
+    if not has_pred and not has_ref:
+        return 0.0, "both_empty"
+    if has_pred != has_ref:
+        diagonal = math.sqrt(sum((n * s) ** 2 for n, s in zip(ref.shape, spacing)))
+        return diagonal, "empty_reference" if has_pred else "empty_prediction"
+    return float(hd95(pred, ref, voxelspacing=spacing)), ""
+
+
+def score_run(raw: str, pred_folder: str) -> list:
+    """[(case, class name, dice, hd95, note)] for every test case and foreground class."""
+    import numpy as np
+    import SimpleITK as sitk
+    from nnunetv2_asyco.evaluation import evaluate_folder
+    with open(os.path.join(raw, "dataset.json")) as f:
+        dataset_json = json.load(f)
+    ending = dataset_json["file_ending"]
+    names = {int(v): k for k, v in dataset_json["labels"].items()}
+    result = evaluate_folder(os.path.join(raw, "labelsTs"), pred_folder, dataset_json,
+                             os.path.join(pred_folder, "summary.json"), num_processes=1)
+    rows = []
+    for entry in result["metric_per_case"]:
+        case = os.path.basename(entry["reference_file"])[:-len(ending)]
+        ref_img = sitk.ReadImage(entry["reference_file"])
+        ref = sitk.GetArrayFromImage(ref_img)
+        pred = sitk.GetArrayFromImage(sitk.ReadImage(entry["prediction_file"]))
+        spacing = tuple(reversed(ref_img.GetSpacing()))  # numpy axis order
+        for label, metrics in entry["metrics"].items():
+            label = int(label)
+            hd, note = hd95_with_convention(pred == label, ref == label, spacing)
+            rows.append((case, names[label], float(metrics["Dice"]), hd, note))
+    if not np.isfinite([r[3] for r in rows]).all():
+        raise BenchError(f"non-finite HD95 in {pred_folder}")
+    return rows
+
+
+def training_record(checkpoint: str, iterations_per_epoch: int) -> dict:
+    """Loss curves and per-iteration time from the checkpoint's ``logging`` dict."""
+    import numpy as np
+    import torch
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    logging = ckpt["logging"]
+    curves = {k: [float(x) for x in v] for k, v in logging.items()
+              if (k.startswith("train_") or k.startswith("val_") or k in ("mean_fg_dice", "ema_fg_dice",
+                                                                          "consistency_weight")) and
+              all(isinstance(x, (int, float)) or hasattr(x, "item") for x in v)}
+    starts, ends = logging.get("epoch_start_timestamps", []), logging.get("epoch_end_timestamps", [])
+    durations = [e - s for s, e in zip(starts, ends)]
+    steady = durations[1:] if len(durations) > 1 else durations  # first epoch: start-up
+    return {"curves": curves, "epoch_seconds": durations,
+            "seconds_per_iteration": float(np.median(steady)) / iterations_per_epoch if steady else None}
+
+
+# ---------------------------------------------------------------------------------------
+# one run
+# ---------------------------------------------------------------------------------------
+def train_env(args, env: dict) -> dict:
+    env = dict(env, nnUNet_n_proc_DA=str(args.n_proc_da))
+    if args.torch_threads:
+        env[budget_trainers.THREADS_ENV] = str(args.torch_threads)
+    return env
+
+
+def run_id(method: str, n_labeled, seed: int) -> str:
+    return f"{method}__{'all' if n_labeled is None else f'n{n_labeled:03d}'}__s{seed}"
+
+
+def run_one(args, env: dict, raw: str, method: str, fraction: float, n_labeled: int, seed: int,
+            subset: dict = None) -> str:
+    base, uses_subset = METHODS[method]
+    rid = run_id(method, n_labeled if uses_subset else None, seed)
+    csv_path = os.path.join(args.runs_dir, rid + ".csv")
+    if os.path.isfile(csv_path):
+        print(f"[skip] {rid}: {csv_path} exists", flush=True)
+        return "skipped"
+    trainer = f"{base}_bench{args.iterations}"
+    if base in budget_trainers.UNAVAILABLE:
+        raise BenchError(f"{base} cannot be imported: {budget_trainers.UNAVAILABLE[base]}")
+    results_root = os.path.join(args.work, "nnUNet_results_runs", rid)
+    shutil.rmtree(results_root, ignore_errors=True)  # an unfinished earlier attempt restarts
+    run_env = dict(env, nnUNet_results=results_root)
+    logs = os.path.join(args.work, "logs", rid)
+    did = str(args.dataset_id)
+    print(f"[run] {rid}: {trainer}", flush=True)
+    train_seconds = run_cmd([find_cli("nnUNetv2_train"), did, "2d", "0", "-p", PLANS, "-tr", trainer,
+                             "-device", args.device], train_env(args, run_env),
+                            os.path.join(logs, "train.log"))
+    pred = os.path.join(args.work, "predictions", rid)
+    shutil.rmtree(pred, ignore_errors=True)
+    predict_seconds = run_cmd([find_cli("nnUNetv2_predict"), "-i", os.path.join(raw, "imagesTs"), "-o", pred,
+                               "-d", did, "-c", "2d", "-f", "0", "-p", PLANS, "-tr", trainer, "-npp", "1",
+                               "-nps", "1", "-device", args.device], run_env, os.path.join(logs, "predict.log"))
+    rows = score_run(raw, pred)
+    fold_dir = os.path.join(results_root, f"Dataset{args.dataset_id:03d}_{DATASET_NAME}",
+                            f"{trainer}__{PLANS}__2d", "fold_0")
+    record = training_record(os.path.join(fold_dir, "checkpoint_final.pth"), budget_trainers.ITERATIONS_PER_EPOCH)
+    record.update(method=method, trainer=trainer, iterations=args.iterations, fraction=fraction,
+                  n_labeled=n_labeled, seed=seed, train_seconds=train_seconds, predict_seconds=predict_seconds,
+                  labeled_cases=subset["labeled"] if (uses_subset and subset) else "all of fold 0",
+                  device=args.device)
+    with open(os.path.join(args.runs_dir, rid + ".json"), "w") as f:
+        json.dump(record, f, indent=1)
+    tmp = csv_path + ".part"
+    with open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(CSV_COLUMNS)
+        for case, cls, dice, hd, note in rows:
+            w.writerow((method, trainer, args.iterations, fraction, n_labeled, seed, case, cls,
+                        "" if math.isnan(dice) else f"{dice:.6f}", f"{hd:.4f}", note))
+    os.replace(tmp, csv_path)  # the CSV appears only when the run is complete
+    stale = os.path.join(args.runs_dir, rid + ".failed.txt")
+    if os.path.isfile(stale):
+        os.remove(stale)
+    spi = record["seconds_per_iteration"]
+    print(f"[done] {rid}: train {train_seconds:.0f} s ({spi:.3f} s/iteration), predict {predict_seconds:.0f} s, "
+          f"mean Dice {sum(r[2] for r in rows if not math.isnan(r[2])) / max(1, sum(not math.isnan(r[2]) for r in rows)):.4f}",
+          flush=True)
+    return "done"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--work", default=os.path.join("/tmp", f"asyco_quality_{os.environ.get('USER', 'bench')}"),
+                   help="work folder for nnUNet_raw/_preprocessed/_results, predictions and logs")
+    p.add_argument("--results", default=os.path.join(REPO, "benchmarks", "results"),
+                   help="results folder; per-run CSVs go to <results>/quality_runs/")
+    p.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=sorted(METHODS))
+    p.add_argument("--fractions", nargs="+", type=float, default=[0.05, 0.1],
+                   help="labeled fractions of fold 0's training cases (default: 0.05 0.1)")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="labeled-subset seeds (default: 0 1 2)")
+    p.add_argument("--iterations", type=int, default=2000, choices=budget_trainers.BUDGETS,
+                   help="training iterations of every method (default: 2000)")
+    p.add_argument("--dataset-id", type=int, default=991)
+    p.add_argument("--n-train", type=int, default=100, help="training cases (fold 0 trains on 80%%; default 100)")
+    p.add_argument("--n-test", type=int, default=20, help="held-out test cases (default: 20)")
+    p.add_argument("--n-extra-unlabeled", type=int, default=0,
+                   help="extra unlabeled scans in imagesUnlabeled, used by the semi-supervised methods on top of "
+                        "fold 0's unlabeled training cases (default: 0)")
+    p.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic dataset (default: 0)")
+    p.add_argument("--patch", type=int, default=64, help="2d patch edge of the small plans (default: 64)")
+    p.add_argument("--batch-size", type=int, default=4, help="batch size of the small plans (default: 4)")
+    p.add_argument("--max-features", type=int, default=16, help="feature cap of the small plans (default: 16)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--n-proc-da", type=int, default=2, help="nnUNet_n_proc_DA for training (default: 2)")
+    p.add_argument("--torch-threads", type=int, default=None,
+                   help="torch CPU threads in training (default: nnU-Net's, the core count); 1 helps on a busy CPU")
+    p.add_argument("--setup-only", action="store_true", help="prepare dataset and plans, then stop")
+    args = p.parse_args(argv)
+    args.work = os.path.abspath(args.work)
+    args.runs_dir = os.path.join(os.path.abspath(args.results), "quality_runs")
+
+    t0 = time.time()
+    failures = []
+    try:
+        check_setup(args)
+        env = base_env(args)
+        raw = prepare_dataset(args, env)
+        if args.setup_only:
+            return 0
+        n_fold_train = len(fold0_train_cases(env, args.dataset_id))
+        from nnunetv2_asyco.data.labeled_subset import budget_from_fraction
+        for seed in args.seeds:
+            for fraction in args.fractions:
+                subset_methods = [m for m in args.methods if METHODS[m][1]]
+                n_labeled = budget_from_fraction(fraction, n_fold_train)
+                pending = [m for m in subset_methods
+                           if not os.path.isfile(os.path.join(args.runs_dir, run_id(m, n_labeled, seed) + ".csv"))]
+                subset = write_subset(args, env, fraction, seed) if pending else None
+                for method in subset_methods:
+                    try:
+                        run_one(args, env, raw, method, fraction, n_labeled, seed, subset)
+                    except BenchError as e:
+                        failures.append((run_id(method, n_labeled, seed), str(e)))
+                        print(f"[FAILED] {failures[-1][0]}: {e}", flush=True)
+            if "full" in args.methods:
+                try:
+                    run_one(args, env, raw, "full", 1.0, n_fold_train, seed)
+                except BenchError as e:
+                    failures.append((run_id("full", None, seed), str(e)))
+                    print(f"[FAILED] {failures[-1][0]}: {e}", flush=True)
+    except BenchError as e:
+        print(f"ERROR: {e}", file=sys.stderr)
+        return 1
+    print(f"Finished in {(time.time() - t0) / 60:.1f} min; {len(failures)} failed run(s).", flush=True)
+    for rid, err in failures:
+        with open(os.path.join(args.runs_dir, rid + ".failed.txt"), "w") as f:
+            f.write(err)
+        print(f"  {rid}: see {os.path.join(args.runs_dir, rid + '.failed.txt')}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
