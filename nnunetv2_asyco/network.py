@@ -18,6 +18,7 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 DIRECTIONS = ("AB", "BA")  # AB: A's features through B's heads; BA: B's features through A's heads
 
@@ -55,7 +56,36 @@ class BranchOutputs:
     bottleneck: torch.Tensor
 
 
-def decoder_features(decoder: nn.Module, skips: List[torch.Tensor]) -> List[torch.Tensor]:
+def _run(module: nn.Module, x: torch.Tensor, checkpointed: bool) -> torch.Tensor:
+    """Apply ``module``; with ``checkpointed`` its activations are recomputed in backward instead of stored."""
+    if checkpointed and torch.is_grad_enabled():
+        return checkpoint(module, x, use_reentrant=False)
+    return module(x)
+
+
+def encoder_skips(encoder: nn.Module, x: torch.Tensor, checkpointed: bool = False) -> List[torch.Tensor]:
+    """A ``PlainConvEncoder`` / ``ResidualEncoder`` forward returning every stage's output (its skips)."""
+    if getattr(encoder, "stem", None) is not None:
+        x = _run(encoder.stem, x, checkpointed)
+    skips = []
+    for stage in encoder.stages:
+        x = _run(stage, x, checkpointed)
+        skips.append(x)
+    return skips
+
+
+class _UpAndMerge(nn.Module):
+    """One decoder stage without its head: upsample, concatenate the skip, convolve (checkpointable as one unit)."""
+
+    def __init__(self, transpconv: nn.Module, stage: nn.Module):
+        super().__init__()
+        self.transpconv, self.stage = transpconv, stage
+
+    def forward(self, lres_input: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        return self.stage(torch.cat((self.transpconv(lres_input), skip), 1))
+
+
+def decoder_features(decoder: nn.Module, skips: List[torch.Tensor], checkpointed: bool = False) -> List[torch.Tensor]:
     """Run a dynamic_network_architectures ``UNetDecoder`` without its heads.
 
     Returns the decoder features per stage, full resolution first, which is
@@ -64,9 +94,11 @@ def decoder_features(decoder: nn.Module, skips: List[torch.Tensor]) -> List[torc
     lres_input = skips[-1]
     features = []
     for s in range(len(decoder.stages)):
-        x = decoder.transpconvs[s](lres_input)
-        x = torch.cat((x, skips[-(s + 2)]), 1)
-        x = decoder.stages[s](x)
+        merge = _UpAndMerge(decoder.transpconvs[s], decoder.stages[s])
+        if checkpointed and torch.is_grad_enabled():
+            x = checkpoint(merge, lres_input, skips[-(s + 2)], use_reentrant=False)
+        else:
+            x = merge(lres_input, skips[-(s + 2)])
         features.append(x)
         lres_input = x
     return features[::-1]
@@ -102,11 +134,14 @@ class TwoBranchNetwork(nn.Module):
     ``sigmoid_outputs`` buffer) and restored from the checkpoint.
     """
 
-    def __init__(self, branch_a: nn.Module, branch_b: nn.Module, output_activation: str = "softmax"):
+    def __init__(self, branch_a: nn.Module, branch_b: nn.Module, output_activation: str = "softmax",
+                 activation_checkpointing: bool = False):
         super().__init__()
         check_heads_interchangeable(branch_a, branch_b)
         self.branch_a = branch_a
         self.branch_b = branch_b
+        # memory mode: recompute encoder/decoder stage activations in backward (training path only)
+        self.activation_checkpointing = activation_checkpointing
         self.register_buffer("sigmoid_outputs", torch.tensor(False))
         self.set_output_activation(output_activation)
 
@@ -178,7 +213,6 @@ class TwoBranchNetwork(nn.Module):
             features=feats_b, bottleneck=bottleneck_b)
         return out_a, out_b
 
-    @staticmethod
-    def _features(branch: nn.Module, x: torch.Tensor) -> Tuple[List[torch.Tensor], torch.Tensor]:
-        skips = branch.encoder(x)
-        return decoder_features(branch.decoder, skips), skips[-1]
+    def _features(self, branch: nn.Module, x: torch.Tensor) -> Tuple[List[torch.Tensor], torch.Tensor]:
+        skips = encoder_skips(branch.encoder, x, self.activation_checkpointing)
+        return decoder_features(branch.decoder, skips, self.activation_checkpointing), skips[-1]

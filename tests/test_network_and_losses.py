@@ -213,3 +213,26 @@ def test_checkpoint_round_trips_both_branches_and_activation(tiny_configuration,
         assert k1 == k2 and torch.equal(v1, v2)
     assert any(k.startswith("branch_a.") for k in fresh.state_dict())
     assert any(k.startswith("branch_b.") for k in fresh.state_dict())
+
+
+def test_activation_checkpointing_gives_the_same_outputs_and_gradients(tiny_configuration):
+    _, cm = tiny_configuration
+    net = make_network(cm)
+    x = torch.randn(2, 1, 32, 32)
+    grads = []
+    for checkpointed in (False, True):
+        net.activation_checkpointing = checkpointed
+        net.zero_grad(set_to_none=True)
+        a, b = net(x, remap_plan=ALL)
+        (branch_output_consistency(a.default, b.default, [2 / 3, 1 / 3], "softmax")
+         + representation_consistency(a.features, b.features, [1.0, 1.0])).backward()
+        grads.append(torch.cat([p.grad.flatten() for p in net.parameters() if p.grad is not None]))
+    assert torch.allclose(grads[0], grads[1], atol=1e-6)
+
+
+def test_residual_encoder_branches_match_stock_forward(tiny_configuration):
+    _, cm = tiny_configuration
+    net = make_network(cm, branch_b_encoder="residual")
+    x = torch.randn(1, 1, 32, 32)
+    _, out_b = net(x, remap_plan=RemapPlan())
+    assert torch.allclose(out_b.default[0], net.branch_b(x)[0], atol=1e-6)

@@ -6,8 +6,9 @@ Reads ``<results>/quality_runs/*.csv`` and ``*.json`` (written by
 - ``<results>/quality.md``: per method and labeled budget, mean +- std over
   seeds of Dice and HD95 per class and of their class mean, the number of
   seeds, gap closure = (method - labeled-only) / (fully supervised -
-  labeled-only) on mean Dice (per seed, then mean +- std), and the measured
-  seconds per training iteration;
+  labeled-only) on mean Dice (per seed, then mean +- std; n/a where the gap is
+  below 0.5 Dice points), the gap itself, and the measured seconds per
+  training iteration;
 - ``<results>/dice_vs_fraction.png``: mean Dice vs labeled fraction, error
   bars = std over seeds, the fully supervised result as a horizontal band;
 - ``<results>/loss_terms.png``: per-epoch training curves of every loss term
@@ -79,8 +80,25 @@ def fmt(values, digits: int, scale: float = 1.0) -> str:
     return f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f}"
 
 
+MIN_GAP = 0.005  # gap closure is reported only where full - labeled-only >= 0.5 Dice points
+
+
+def gaps(scores: pd.DataFrame) -> dict:
+    """{n_labeled: [full - labeled-only mean Dice, per seed]}."""
+    full = scores[scores.method == "full"].set_index("seed")["dice_mean"]
+    out = {}
+    for _, r in scores[scores.method == "labeled_only"].iterrows():
+        if r.seed in full.index:
+            out.setdefault(r.n_labeled, []).append(full[r.seed] - r.dice_mean)
+    return out
+
+
 def gap_closure(scores: pd.DataFrame) -> dict:
-    """{(method, n_labeled): [closure per seed]} on mean Dice, against the same seed's bounds."""
+    """{(method, n_labeled): [closure per seed]} on mean Dice, against the same seed's bounds.
+
+    NaN where the seed's gap (full - labeled-only) is below MIN_GAP: there is nothing to close, and the
+    ratio would only amplify noise (or flip sign when labeled-only beats full supervision).
+    """
     out = {}
     full = scores[scores.method == "full"].set_index("seed")["dice_mean"]
     lower = scores[scores.method == "labeled_only"].set_index(["n_labeled", "seed"])["dice_mean"]
@@ -89,7 +107,7 @@ def gap_closure(scores: pd.DataFrame) -> dict:
         if r.seed not in full.index or key not in lower.index:
             continue
         denom = full[r.seed] - lower[key]
-        value = (r.dice_mean - lower[key]) / denom if abs(denom) > 1e-9 else np.nan
+        value = (r.dice_mean - lower[key]) / denom if denom >= MIN_GAP else np.nan
         out.setdefault((r.method, r.n_labeled), []).append(value)
     return out
 
@@ -139,11 +157,20 @@ def markdown(scores: pd.DataFrame, records: dict, setup: dict, failed: list, df:
         gc = closure.get((m, n))
         cells = [LABELS.get(m, m), label, str(len(sub))]
         cells += [fmt(sub[f"dice_{c}"], 2, 100) for c in classes] + [f"**{fmt(sub.dice_mean, 2, 100)}**"]
-        cells += [("—" if m in ("labeled_only",) else (fmt(gc, 0, 100) + "%" if gc else "n/a")) if m != "full"
-                  else "—"]
+        if m in ("labeled_only", "full"):
+            cells.append("—")
+        else:
+            gc_text = fmt(gc, 0, 100) if gc else "n/a"
+            cells.append(gc_text + "%" if gc_text != "n/a" else "n/a")
         cells += [fmt(sub[f"hd95_{c}"], 2) for c in classes] + [fmt(sub.hd95_mean, 2), spi(m, n)]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "Dice in %, HD95 in mm (voxel spacing 1 mm)."]
+    lines += ["", "Dice in %, HD95 in mm (voxel spacing 1 mm).", ""]
+    for n, g in sorted(gaps(scores).items()):
+        g = np.asarray(g) * 100
+        lines.append(f"- Gap to close at {int(n)} labeled cases (full − labeled-only, mean Dice points, per seed): "
+                     f"{', '.join(f'{x:+.2f}' for x in g)}" +
+                     ("" if (g >= MIN_GAP * 100).all() else
+                      f" — gap closure is n/a for seeds with a gap below {MIN_GAP * 100:.1f} points."))
     return "\n".join(lines) + "\n"
 
 
@@ -184,17 +211,18 @@ def plot_loss_terms(records: dict, path: str) -> None:
     if not semi:
         return
     fig, axes = plt.subplots(1, len(semi), figsize=(4.5 * len(semi), 3.8), squeeze=False)
+    styles = ["-", "--", ":", "-."]
     for ax, m in zip(axes[0], semi):
-        for (method, n, seed), r in sorted(records.items()):
-            if method != m:
-                continue
+        runs = sorted((k, r) for k, r in records.items() if k[0] == m)
+        colours = {}
+        for i, ((_, n, seed), r) in enumerate(runs):
+            ls = styles[i % len(styles)]
             for k, v in r["curves"].items():
-                if not k.startswith("train_") or k == "train_losses":
+                if not k.startswith("train_"):
                     continue
-                ax.plot(range(1, len(v) + 1), v, label=f"{k[len('train_'):]} (n={n}, s={seed})")
-            if "train_losses" in r["curves"]:
-                v = r["curves"]["train_losses"]
-                ax.plot(range(1, len(v) + 1), v, "k:", lw=1, label=f"total (n={n}, s={seed})")
+                term = "total (weighted, nnU-Net's train_loss)" if k == "train_losses" else k[len("train_"):]
+                colour = "k" if k == "train_losses" else colours.setdefault(term, f"C{len(colours)}")
+                ax.plot(range(1, len(v) + 1), v, color=colour, ls=ls, lw=1.2, label=f"{term} (n={n}, seed {seed})")
         ax.set_title(LABELS.get(m, m))
         ax.set_xlabel("epoch")
         ax.set_ylabel("loss term (unweighted, per-epoch mean)")

@@ -33,6 +33,8 @@ class nnUNetTrainerAsyCo(nnUNetTrainerSemiSupervised):
     consistency_on_labeled: bool = True  # consistency also on the labeled half of the batch
     # ---- asymmetry ---------------------------------------------------------------------------
     branch_b_encoder: str = "same"  # "same" | "residual" | "plain", see nnunetv2_asyco.branches
+    # ---- memory --------------------------------------------------------------------------------
+    activation_checkpointing: bool = False  # recompute stage activations in backward: less memory, more time
 
     loss_terms = TERMS
 
@@ -55,6 +57,7 @@ class nnUNetTrainerAsyCo(nnUNetTrainerSemiSupervised):
         super().initialize()
         network = self.unwrapped_network()
         network.set_output_activation("sigmoid" if self.label_manager.has_regions else "softmax")
+        network.activation_checkpointing = self.activation_checkpointing
         scales = range(network.num_scales) if self.enable_deep_supervision else (0,)
         self.remap_scheduler = RemapSchedule(self.remap_schedule, self.p_remap, scales, seed=self.fold_seed())
         self.objective = AsyCoObjective(self.loss, self.activation, self.asyco_options())

@@ -29,8 +29,19 @@ class nnUNetTrainerAsyCo_residualB(nnUNetTrainerAsyCo):
     branch_b_encoder = "residual"
 
 
+class nnUNetTrainerAsyCo_lowMemory(nnUNetTrainerAsyCo):
+    """Memory mode: activation checkpointing of every encoder/decoder stage of both branches."""
+    activation_checkpointing = True
+
+
+class nnUNetTrainerAsyCo_halfUnlabeled(nnUNetTrainerAsyCo):
+    """Memory mode: one unlabeled patch per two labeled ones (unlabeled_batch_ratio 0.5)."""
+    unlabeled_batch_ratio = 0.5
+
+
 for _base in (nnUNetTrainerAsyCo, nnUNetTrainerAsyCo_noRemap, nnUNetTrainerAsyCo_noBranchOutput,
-              nnUNetTrainerAsyCo_noInterHead, nnUNetTrainerAsyCo_noRepresentation, nnUNetTrainerAsyCo_residualB):
+              nnUNetTrainerAsyCo_noInterHead, nnUNetTrainerAsyCo_noRepresentation, nnUNetTrainerAsyCo_residualB,
+              nnUNetTrainerAsyCo_lowMemory, nnUNetTrainerAsyCo_halfUnlabeled):
     globals().update(epoch_variants(_base, __name__))
 del _base
 globals().update(demo_variant(nnUNetTrainerAsyCo, __name__))

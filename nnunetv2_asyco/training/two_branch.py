@@ -29,10 +29,9 @@ import torch
 from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 
+from nnunetv2_asyco.asyco_objective import CONSISTENCY_SCALES
 from nnunetv2_asyco.branches import build_branches
 from nnunetv2_asyco.network import TwoBranchNetwork
-
-CONSISTENCY_SCALES = ("all", "full_res")
 
 
 class OutputLossesMixin:

@@ -1,0 +1,189 @@
+"""Cost benchmark: step time, peak memory and inference time of each method, as ratios to nnU-Net.
+
+One run, all methods side by side on the same plans, batch and data:
+
+    python benchmarks/cost/run_cost.py --work /tmp/asyco_cost [--device cpu|cuda] [--steps 20]
+
+Each method is measured in its own child process (so peak memory is its own):
+the real trainer is built with nnU-Net's ``get_trainer_from_args`` on a
+synthetic dataset, runs ``--warmup`` then ``--steps`` training steps
+(``train_step``, i.e. everything the method does per iteration, data loading
+included), then predicts one preprocessed case with nnU-Net's sliding-window
+predictor (``nnUNetPredictor.predict_sliding_window_return_logits``, no
+mirroring). Memory: CUDA ``max_memory_allocated`` on a GPU; on the CPU the
+peak resident set size (``ru_maxrss``) minus the resident size just before
+the first step, i.e. what training itself adds.
+
+Writes benchmarks/results/cost_<device>.md and .json.
+"""
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RESULTS = os.path.join(HERE, "..", "results")
+DATASET_ID = 951
+PLANS = "nnUNetPlansCost"
+BASELINE = "nnUNetTrainerLabeledOnly"
+METHODS = [BASELINE, "nnUNetTrainerMeanTeacher", "nnUNetTrainerCPS", "nnUNetTrainerAsyCo",
+           "nnUNetTrainerAsyCo_halfUnlabeled", "nnUNetTrainerAsyCo_lowMemory"]
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def prepare(work: str, patch: int, batch: int, max_features: int) -> dict:
+    """Synthetic 2D dataset, nnU-Net planning and a plans copy with the benchmark's patch/batch/widths."""
+    from nnunetv2_asyco.cli.trainer_dir import trainer_dir
+    env = dict(os.environ)
+    for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        env[key] = os.path.join(work, key)
+        os.makedirs(env[key], exist_ok=True)
+    env["nnUNet_extTrainer"] = trainer_dir()
+    os.environ.update({k: env[k] for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")})
+    plans_file = os.path.join(env["nnUNet_preprocessed"], f"Dataset{DATASET_ID:03d}_AsyCoCost", PLANS + ".json")
+    if not os.path.isfile(plans_file):
+        from nnunetv2_asyco.synthetic import write_synthetic_dataset
+        from nnunetv2_asyco.small_plans import make_small_plans
+        write_synthetic_dataset(env["nnUNet_raw"], DATASET_ID, name="AsyCoCost", dim=2, shape=(128, 128),
+                                n_train=10, n_unlabeled=6)
+        bin_dir = os.path.dirname(sys.executable)
+        subprocess.run([os.path.join(bin_dir, "nnUNetv2_plan_and_preprocess"), "-d", str(DATASET_ID), "-c", "2d",
+                        "-np", "1", "-npfp", "1"], env=env, check=True, capture_output=True)
+        subprocess.run([os.path.join(bin_dir, "nnUNetv2_asyco_preprocess_unlabeled"), "-d", str(DATASET_ID), "-c",
+                        "2d", "-np", "1"], env=env, check=True, capture_output=True)
+        make_small_plans(DATASET_ID, "nnUNetPlans", PLANS, patch_size={"2d": (patch, patch)}, batch_size=batch,
+                         max_features=max_features)
+    return env
+
+
+def measure(method: str, device_name: str, warmup: int, steps: int) -> dict:
+    """Runs in the child process: step time, memory and inference time of one method."""
+    import numpy as np
+    import torch
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+    from nnunetv2.run.run_training import get_trainer_from_args
+
+    device = torch.device(device_name)
+    trainer = get_trainer_from_args(str(DATASET_ID), "2d", 0, method, PLANS, device=device)
+    trainer.on_train_start()
+    trainer.on_train_epoch_start()
+    for _ in range(warmup):
+        trainer.train_step(next(trainer.dataloader_train))
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    rss_before = rss_mb()
+    times = []
+    for _ in range(steps):
+        batch = next(trainer.dataloader_train)
+        start = time.perf_counter()
+        trainer.train_step(batch)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    memory = (torch.cuda.max_memory_allocated() / 2 ** 20 if device.type == "cuda"
+              else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss_before)
+
+    # inference through nnU-Net's predictor with what the method ships (ensemble / teacher / single net)
+    trainer.set_deep_supervision_enabled(False)
+    trainer.network.eval()
+    predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=False,
+                                perform_everything_on_device=device.type == "cuda", device=device,
+                                allow_tqdm=False)
+    predictor.manual_initialization(trainer.network, trainer.plans_manager, trainer.configuration_manager, None,
+                                    trainer.dataset_json, trainer.__class__.__name__, None)
+    _, val_keys = trainer.do_split()
+    data, _, _, _ = trainer.dataset_class(trainer.preprocessed_dataset_folder, val_keys[:1]).load_case(val_keys[0])
+    data = torch.from_numpy(np.asarray(data[:]))
+    context = trainer.teacher_weights_in_network() if hasattr(trainer, "teacher_weights_in_network") else None
+    infer_times = []
+    with torch.no_grad():
+        if context is not None:
+            context.__enter__()
+        for _ in range(4):
+            start = time.perf_counter()
+            predictor.predict_sliding_window_return_logits(data)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            infer_times.append(time.perf_counter() - start)
+        if context is not None:
+            context.__exit__(None, None, None)
+    trainer.on_train_end()
+    return {"method": method, "step_s": float(np.median(times)), "memory_mb": float(memory),
+            "inference_s": float(np.median(infer_times[1:])), "steps": steps,
+            "unlabeled_batch": getattr(trainer, "dataloader_unlabeled_batch_size", 0),
+            "batch": trainer.batch_size}
+
+
+def write_report(rows: list, device: str, args) -> str:
+    base = next(r for r in rows if r["method"] == BASELINE)
+    lines = [f"# Cost benchmark ({device})", "",
+             f"`python benchmarks/cost/run_cost.py --device {device} --steps {args.steps} --patch {args.patch} "
+             f"--batch {args.batch} --max-features {args.max_features}`", "",
+             f"2D synthetic data, plans `{PLANS}`: patch {args.patch}x{args.patch}, batch {args.batch}, features up "
+             f"to {args.max_features}; median of {args.steps} steps after {args.warmup} warm-up steps; memory = "
+             + ("CUDA max_memory_allocated" if device == "cuda" else "peak RSS increase during the timed steps")
+             + "; inference = nnU-Net sliding-window prediction of one 128x128 case without mirroring.", "",
+             "| method | labeled + unlabeled per step | step time [s] | step ratio | memory [MiB] | memory ratio "
+             "| inference [s] | inference ratio |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['method']} | {r['batch']} + {r['unlabeled_batch']} | {r['step_s']:.3f} | "
+                     f"{r['step_s'] / base['step_s']:.2f}x | {r['memory_mb']:.0f} | "
+                     f"{r['memory_mb'] / max(base['memory_mb'], 1e-9):.2f}x | {r['inference_s']:.3f} | "
+                     f"{r['inference_s'] / base['inference_s']:.2f}x |")
+    lines += ["", "Bounds: about 4x step time for two networks on twice the samples, 2x inference for the "
+              "two-branch ensemble (Mean Teacher ships one network)."]
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", default="/tmp/asyco_cost_benchmark")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--patch", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=12)
+    parser.add_argument("--max-features", type=int, default=256)
+    parser.add_argument("--methods", nargs="+", default=METHODS)
+    parser.add_argument("--measure", help=argparse.SUPPRESS)  # internal: child process mode
+    args = parser.parse_args()
+
+    env = prepare(args.work, args.patch, args.batch, args.max_features)
+    if args.measure:
+        print("RESULT " + json.dumps(measure(args.measure, args.device, args.warmup, args.steps)))
+        return
+    env.update(nnUNet_n_proc_DA="0", nnUNet_compile="false" if args.device == "cpu" else env.get("nnUNet_compile", "true"))
+    rows = []
+    for method in args.methods:
+        proc = subprocess.run([sys.executable, __file__, "--work", args.work, "--device", args.device, "--steps",
+                               str(args.steps), "--warmup", str(args.warmup), "--patch", str(args.patch), "--batch",
+                               str(args.batch), "--max-features", str(args.max_features), "--measure", method],
+                              env=env, capture_output=True, text=True)
+        result = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
+        if proc.returncode != 0 or not result:
+            print(proc.stdout[-3000:], proc.stderr[-3000:])
+            raise SystemExit(f"measuring {method} failed")
+        rows.append(json.loads(result[0][len("RESULT "):]))
+        print(rows[-1], flush=True)
+    os.makedirs(RESULTS, exist_ok=True)
+    report = write_report(rows, args.device, args)
+    with open(os.path.join(RESULTS, f"cost_{args.device}.md"), "w") as f:
+        f.write(report)
+    with open(os.path.join(RESULTS, f"cost_{args.device}.json"), "w") as f:
+        json.dump(rows, f, indent=1)
+    print(report)
+
+
+if __name__ == "__main__":
+    main()
