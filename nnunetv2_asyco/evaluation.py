@@ -32,7 +32,7 @@ def evaluate_folder(reference_folder: str, prediction_folder: str, dataset_json:
     references = subfiles(reference_folder, suffix=file_ending, join=True)
     if not references:
         raise FileNotFoundError(f"No reference files ending in {file_ending} in {reference_folder}")
-    reader_writer = determine_reader_writer_from_dataset_json(dataset_json, references[0])()
+    reader_writer = determine_reader_writer_from_dataset_json(dataset_json, references[0], verbose=False)()
     lm = label_manager_from_dataset_json(dataset_json)
     return compute_metrics_on_folder(reference_folder, prediction_folder, output_file, reader_writer, file_ending,
                                      lm.foreground_regions if lm.has_regions else lm.foreground_labels,

@@ -8,6 +8,7 @@ and ``results.json``.
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -75,39 +76,52 @@ def child_env(args, output: str) -> dict:
     return env
 
 
+def cpu_seconds() -> float:
+    """User + system CPU time of this process and its finished children (the honest cost on a shared machine)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 class Steps:
+    """Numbered steps with one progress line each; wall and CPU seconds per step go to ``self.times``."""
+
     def __init__(self, log_dir: str, total: int):
-        self.log_dir, self.total, self.done = log_dir, total, 0
+        self.log_dir, self.total, self.done, self.times = log_dir, total, 0, []
+
+    def _start(self, title: str):
+        self.done += 1
+        print(f"[{self.done}/{self.total}] {title} ...", end=" ", flush=True)
+        return time.time(), cpu_seconds()
+
+    def _finish(self, title: str, started) -> float:
+        wall, cpu = time.time() - started[0], cpu_seconds() - started[1]
+        self.times.append({"step": title, "wall_seconds": round(wall, 1), "cpu_seconds": round(cpu, 1)})
+        print(f"done in {wall:.0f} s")
+        return wall
 
     def run(self, title: str, cmd: list, env: dict) -> float:
         """Run one step with its output in a log file; return its wall time, raise DemoError on failure."""
-        self.done += 1
+        started = self._start(title)
         log = os.path.join(self.log_dir, f"{self.done:02d}_{title.split(':')[0].lower().replace(' ', '_')}.log")
-        print(f"[{self.done}/{self.total}] {title} ...", end=" ", flush=True)
-        start = time.time()
         with open(log, "w") as f:
             f.write("$ " + " ".join(cmd) + "\n")
             f.flush()
             rc = subprocess.call(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        seconds = time.time() - start
         if rc != 0:
-            print(f"FAILED (exit code {rc}) after {seconds:.0f} s")
+            print(f"FAILED (exit code {rc}) after {time.time() - started[0]:.0f} s")
             with open(log) as f:
                 tail = f.readlines()[-40:]
             raise DemoError(f"Step '{title}' failed. Last lines of {log}:\n" + "".join(tail))
-        print(f"done in {seconds:.0f} s")
-        return seconds
+        return self._finish(title, started)
 
     def step_in_process(self, title: str, fn):
-        self.done += 1
-        print(f"[{self.done}/{self.total}] {title} ...", end=" ", flush=True)
-        start = time.time()
+        started = self._start(title)
         try:
             result = fn()
         except (ValueError, OSError) as e:
             print("FAILED")
             raise DemoError(f"Step '{title}' failed: {e}") from e
-        print(f"done in {time.time() - start:.0f} s")
+        self._finish(title, started)
         return result
 
 
@@ -132,7 +146,7 @@ def run_demo(args) -> int:
     logs = os.path.join(output, "logs")
     os.makedirs(logs)
     steps = Steps(logs, 5 + 3 * len(METHODS))
-    t_start = time.time()
+    t_start, cpu_start = time.time(), cpu_seconds()
     print(f"nnUNetv2_asyco_demo: work folder {output} (device {args.device}); logs in {logs}")
 
     from nnunetv2_asyco.synthetic import write_synthetic_dataset
@@ -187,8 +201,9 @@ def run_demo(args) -> int:
     with open(os.path.join(output, "results.md"), "w") as f:
         f.write("# nnUNetv2_asyco_demo\n\n" + setup + "\n\n" + table + "\n")
     with open(os.path.join(output, "results.json"), "w") as f:
-        json.dump({"setup": {k: v for k, v in vars(args).items()}, "total_seconds": total, "results": rows},
-                  f, indent=2)
+        json.dump({"setup": vars(args), "total_seconds": round(total, 1),
+                   "total_cpu_seconds": round(cpu_seconds() - cpu_start, 1), "steps": steps.times,
+                   "results": rows}, f, indent=2)
     print("\n" + table + "\n\n" + setup)
     print(f"Table written to {os.path.join(output, 'results.md')} and results.json")
     return 0

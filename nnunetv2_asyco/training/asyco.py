@@ -8,16 +8,14 @@ from typing import Dict
 
 import torch
 
-from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
-
 from nnunetv2_asyco.asyco_objective import TERMS, AsyCoObjective, AsyCoOptions
-from nnunetv2_asyco.branches import build_branches
-from nnunetv2_asyco.network import RemapPlan, TwoBranchNetwork
+from nnunetv2_asyco.network import RemapPlan
 from nnunetv2_asyco.remapping import RemapSchedule
 from nnunetv2_asyco.training.semi_supervised_base import nnUNetTrainerSemiSupervised
+from nnunetv2_asyco.training.two_branch import TwoBranchTrainerMixin
 
 
-class nnUNetTrainerAsyCo(nnUNetTrainerSemiSupervised):
+class nnUNetTrainerAsyCo(TwoBranchTrainerMixin, nnUNetTrainerSemiSupervised):
     # ---- decoder-head decoupling -------------------------------------------------------
     remap_schedule: str = "per_direction"  # see nnunetv2_asyco.remapping
     p_remap: float = 0.5
@@ -35,6 +33,7 @@ class nnUNetTrainerAsyCo(nnUNetTrainerSemiSupervised):
     branch_b_encoder: str = "same"  # "same" | "residual" | "plain", see nnunetv2_asyco.branches
     # ---- memory --------------------------------------------------------------------------------
     activation_checkpointing: bool = False  # recompute stage activations in backward: less memory, more time
+    unlabeled_batch_ratio: float = 1.0  # unlabeled patches per labeled patch in a step
 
     loss_terms = TERMS
 
@@ -45,19 +44,9 @@ class nnUNetTrainerAsyCo(nnUNetTrainerSemiSupervised):
         self.remap_scheduler = None  # -> initialize (needs the number of scales)
         self.objective = None  # -> initialize (needs nnU-Net's loss)
 
-    @classmethod
-    def build_network_architecture(cls, plans_manager: PlansManager, configuration_manager: ConfigurationManager,
-                                   num_input_channels: int, num_output_channels: int,
-                                   enable_deep_supervision: bool = True) -> TwoBranchNetwork:
-        branch_a, branch_b = build_branches(configuration_manager, num_input_channels, num_output_channels,
-                                            enable_deep_supervision, cls.branch_b_encoder)
-        return TwoBranchNetwork(branch_a, branch_b)
-
     def initialize(self):
-        super().initialize()
+        super().initialize()  # TwoBranchTrainerMixin: network built, output activation and memory mode set
         network = self.unwrapped_network()
-        network.set_output_activation("sigmoid" if self.label_manager.has_regions else "softmax")
-        network.activation_checkpointing = self.activation_checkpointing
         scales = range(network.num_scales) if self.enable_deep_supervision else (0,)
         self.remap_scheduler = RemapSchedule(self.remap_schedule, self.p_remap, scales, seed=self.fold_seed())
         self.objective = AsyCoObjective(self.loss, self.activation, self.asyco_options())
@@ -66,14 +55,7 @@ class nnUNetTrainerAsyCo(nnUNetTrainerSemiSupervised):
         # the same on every DDP rank, so that all ranks use the same remapped paths in a step
         return 12345 + (self.fold if isinstance(self.fold, int) else 0)
 
-    def set_deep_supervision_enabled(self, enabled: bool):
-        self.unwrapped_network().set_deep_supervision(enabled)
-
-    # ---- losses --------------------------------------------------------------------------
-    @property
-    def activation(self) -> str:
-        return "sigmoid" if self.label_manager.has_regions else "softmax"
-
+    # ---- losses (``activation``: TwoBranchTrainerMixin) -----------------------------------------
     def asyco_options(self) -> AsyCoOptions:
         return AsyCoOptions(**{f.name: getattr(self, f.name) for f in fields(AsyCoOptions)})
 

@@ -63,6 +63,7 @@ class TwoBranchTrainerMixin(OutputLossesMixin):
     """Two-branch network plumbing; place before ``nnUNetTrainerSemiSupervised`` in the bases."""
 
     branch_b_encoder: str = "same"  # "same" | "residual" | "plain", see nnunetv2_asyco.branches
+    activation_checkpointing: bool = False  # memory mode: recompute stage activations in backward
 
     @classmethod
     def build_network_architecture(cls, plans_manager: PlansManager, configuration_manager: ConfigurationManager,
@@ -76,6 +77,7 @@ class TwoBranchTrainerMixin(OutputLossesMixin):
         super().initialize()
         # stored in the state dict too, so nnUNetv2_predict (which never sees the dataset) ensembles correctly
         self.unwrapped_network().set_output_activation(self.activation)
+        self.unwrapped_network().activation_checkpointing = self.activation_checkpointing
 
     def set_deep_supervision_enabled(self, enabled: bool):
         self.unwrapped_network().set_deep_supervision(enabled)
