@@ -99,7 +99,10 @@ def nnunet_folders_env(root) -> dict:
         path = os.path.join(str(root), key)
         os.makedirs(path, exist_ok=True)
         env[key] = path
-    env.update(nnUNet_extTrainer=trainer_dir(), nnUNet_def_n_proc="1", nnUNet_compile="false")
+    # PASSIVE: idle OpenMP threads sleep instead of spinning, which otherwise starves the other processes
+    # (data-loader workers, export pools) on a 2-core machine
+    env.update(nnUNet_extTrainer=trainer_dir(), nnUNet_def_n_proc="1", nnUNet_compile="false",
+               OMP_WAIT_POLICY="PASSIVE")
     env.pop("nnUNet_n_proc_DA", None)  # 0 crashes nnU-Net's planner; set it per training call
     return env
 

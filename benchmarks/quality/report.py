@@ -19,7 +19,7 @@ class absent in both reference and prediction, left out); the run's score is
 the mean over cases; mean +- std is then taken over seeds (std with ddof=1,
 "-" with one seed).
 
-    python benchmarks/quality/report.py [--results benchmarks/results]
+    python benchmarks/quality/report.py [--results benchmarks/results] [--notes NOTES.md]
 """
 import argparse
 import glob
@@ -153,7 +153,7 @@ def markdown(scores: pd.DataFrame, records: dict, setup: dict, failed: list, df:
         if sub.empty:
             continue
         frac = sub.fraction.iloc[0]
-        label = f"{int(n)} ({frac:.0%})" if m != "full" else f"{int(n)} (all)"
+        label = f"{int(n)} ({frac * 100:g}%)" if m != "full" else f"{int(n)} (all)"
         gc = closure.get((m, n))
         cells = [LABELS.get(m, m), label, str(len(sub))]
         cells += [fmt(sub[f"dice_{c}"], 2, 100) for c in classes] + [f"**{fmt(sub.dice_mean, 2, 100)}**"]
@@ -214,7 +214,8 @@ def plot_dice(scores: pd.DataFrame, path: str) -> None:
     ax.set_xlabel("labeled fraction of fold 0 training cases (%)")
     ax.set_ylabel("mean foreground Dice on test set (%)")
     n_seeds = scores.seed.nunique()
-    ax.set_title(f"Dice vs labeled fraction ({n_seeds} seed{'s' if n_seeds > 1 else ''}; bars: std over seeds)")
+    ax.set_title("Dice vs labeled fraction (" + (f"{n_seeds} seeds; bars: std over seeds)" if n_seeds > 1
+                                                 else "1 seed: no error bars)"))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -229,9 +230,10 @@ def plot_loss_terms(records: dict, path: str) -> None:
     semi = [m for m in ORDER if m not in ("labeled_only", "full") and any(k[0] == m for k in records)]
     if not semi:
         return
-    fig, axes = plt.subplots(1, len(semi), figsize=(4.5 * len(semi), 3.8), squeeze=False)
+    # top row: supervised loss and nnU-Net's weighted total; bottom row: the (much smaller) consistency terms
+    fig, axes = plt.subplots(2, len(semi), figsize=(4.8 * len(semi), 7.0), squeeze=False)
     styles = ["-", "--", ":", "-."]
-    for ax, m in zip(axes[0], semi):
+    for col, m in enumerate(semi):
         runs = sorted((k, r) for k, r in records.items() if k[0] == m)
         colours = {}
         for i, ((_, n, seed), r) in enumerate(runs):
@@ -239,14 +241,17 @@ def plot_loss_terms(records: dict, path: str) -> None:
             for k, v in r["curves"].items():
                 if not k.startswith("train_"):
                     continue
-                term = "total (weighted, nnU-Net's train_loss)" if k == "train_losses" else k[len("train_"):]
+                term = "total (weighted; nnU-Net's train_loss)" if k == "train_losses" else k[len("train_"):]
                 colour = "k" if k == "train_losses" else colours.setdefault(term, f"C{len(colours)}")
+                ax = axes[0, col] if k in ("train_losses", "train_supervised") else axes[1, col]
                 ax.plot(range(1, len(v) + 1), v, color=colour, ls=ls, lw=1.2, label=f"{term} (n={n}, seed {seed})")
-        ax.set_title(LABELS.get(m, m))
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("loss term (unweighted, per-epoch mean)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=6)
+        axes[0, col].set_title(LABELS.get(m, m))
+        axes[0, col].set_ylabel("supervised / total loss")
+        axes[1, col].set_ylabel("consistency terms (unweighted)")
+        axes[1, col].set_xlabel("epoch")
+        for ax in axes[:, col]:
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -255,11 +260,15 @@ def plot_loss_terms(records: dict, path: str) -> None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description="Aggregate quality benchmark CSVs into quality.md and plots.")
     p.add_argument("--results", default=os.path.join(REPO, "benchmarks", "results"))
+    p.add_argument("--notes", default=None, help="a markdown file appended to quality.md as '## Notes'")
     args = p.parse_args(argv)
     runs_dir = os.path.join(args.results, "quality_runs")
     df, records, setup, failed = load_runs(runs_dir)
     scores = per_run_scores(df)
     text = markdown(scores, records, setup, failed, df)
+    if args.notes:
+        with open(args.notes) as f:
+            text += "\n## Notes\n\n" + f.read()
     with open(os.path.join(args.results, "quality.md"), "w") as f:
         f.write(text)
     plot_dice(scores, os.path.join(args.results, "dice_vs_fraction.png"))

@@ -43,7 +43,7 @@ def epoch_variants(base: type, module_name: str) -> dict:
 
 # The demo's budget (nnUNetv2_asyco_demo): a few minutes on 2 CPU cores with the
 # demo's small plans. Every method gets the same epochs x iterations.
-DEMO_EPOCHS, DEMO_ITERATIONS, DEMO_VAL_ITERATIONS = 10, 40, 4
+DEMO_EPOCHS, DEMO_ITERATIONS, DEMO_VAL_ITERATIONS = 10, 80, 4
 
 
 def demo_variant(base: type, module_name: str) -> dict:
