@@ -84,14 +84,7 @@ class BenchError(RuntimeError):
     pass
 
 
-def find_cli(name: str) -> str:
-    candidate = os.path.join(os.path.dirname(sys.executable), name)
-    if os.path.isfile(candidate):
-        return candidate
-    found = shutil.which(name)
-    if found is None:
-        raise BenchError(f"{name} not found next to {sys.executable} or on PATH; is nnunetv2 installed?")
-    return found
+from nnunetv2_asyco.commands import find_cli  # noqa: E402
 
 
 def base_env(args) -> dict:

@@ -14,6 +14,8 @@ import subprocess
 import sys
 import time
 
+from nnunetv2_asyco.commands import CommandNotFound, find_cli
+
 MARKER = ".nnunetv2_asyco_demo"  # marks a folder this command created; only such folders are reused
 PATH_VARS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
 DATASET_NAME = "AsyCoDemo"
@@ -27,18 +29,6 @@ SMALL_PLANS_CODE = ("import sys; from nnunetv2_asyco.small_plans import make_sma
 
 class DemoError(RuntimeError):
     pass
-
-
-def find_cli(name: str) -> str:
-    """An installed console script: next to this interpreter first, then on PATH."""
-    candidate = os.path.join(os.path.dirname(sys.executable), name)
-    if os.path.isfile(candidate):
-        return candidate
-    found = shutil.which(name)
-    if found is None:
-        raise DemoError(f"Command {name} not found next to {sys.executable} or on PATH. Is nnunetv2 installed "
-                        f"in this environment?")
-    return found
 
 
 def prepare_output(output: str) -> None:
@@ -235,7 +225,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         return run_demo(args)
-    except DemoError as e:
+    except (DemoError, CommandNotFound) as e:
         print(f"ERROR: {e}", file=sys.stderr)
         return 1
 
