@@ -77,12 +77,12 @@ def measure(method: str, device_name: str, warmup: int, steps: int) -> dict:
     trainer = get_trainer_from_args(str(DATASET_ID), "2d", 0, method, PLANS, device=device)
     trainer.on_train_start()
     trainer.on_train_epoch_start()
+    rss_before = rss_mb()  # data loaders and network exist; everything training adds comes after this
     for _ in range(warmup):
         trainer.train_step(next(trainer.dataloader_train))
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    rss_before = rss_mb()
     times = []
     for _ in range(steps):
         batch = next(trainer.dataloader_train)
@@ -132,7 +132,7 @@ def write_report(rows: list, device: str, args) -> str:
              f"--batch {args.batch} --max-features {args.max_features}`", "",
              f"2D synthetic data, plans `{PLANS}`: patch {args.patch}x{args.patch}, batch {args.batch}, features up "
              f"to {args.max_features}; median of {args.steps} steps after {args.warmup} warm-up steps; memory = "
-             + ("CUDA max_memory_allocated" if device == "cuda" else "peak RSS increase during the timed steps")
+             + ("CUDA max_memory_allocated" if device == "cuda" else "peak RSS increase over the RSS before the first training step (CPU allocator caching makes this coarse)")
              + "; inference = nnU-Net sliding-window prediction of one 128x128 case without mirroring.", "",
              "| method | labeled + unlabeled per step | step time [s] | step ratio | memory [MiB] | memory ratio "
              "| inference [s] | inference ratio |", "|---|---|---|---|---|---|---|---|"]
