@@ -19,6 +19,18 @@ CONSISTENCY_SCALES = ("all", "full_res")
 TERMS = ("supervised", "branch_output", "inter_head", "representation")
 
 
+def consistency_scale_weights(supervised_loss, consistency_scales: str, num_scales: int) -> List[float]:
+    """Consistency weight per deep-supervision scale (0 = full resolution), shared by every method.
+
+    "all": nnU-Net's deep-supervision weights (normalised; the coarsest ~0); "full_res": the output only.
+    """
+    if consistency_scales not in CONSISTENCY_SCALES:
+        raise ValueError(f"consistency_scales must be one of {CONSISTENCY_SCALES}, got {consistency_scales!r}")
+    if isinstance(supervised_loss, DeepSupervisionWrapper) and consistency_scales == "all":
+        return [float(w) for w in supervised_loss.weight_factors]
+    return [1.0] + [0.0] * (num_scales - 1)
+
+
 @dataclass
 class AsyCoOptions:
     """The choices the abstract leaves open; documented on nnUNetTrainerAsyCo's attributes."""
@@ -56,10 +68,7 @@ class AsyCoObjective:
 
     # ---- weights per deep-supervision scale ---------------------------------------------
     def scale_weights(self, num_scales: int) -> List[float]:
-        """nnU-Net's deep-supervision weights (normalised; the coarsest ~0), or full resolution only."""
-        if self.deep_supervision and self.options.consistency_scales == "all":
-            return [float(w) for w in self.loss.weight_factors]
-        return [1.0] + [0.0] * (num_scales - 1)
+        return consistency_scale_weights(self.loss, self.options.consistency_scales, num_scales)
 
     # ---- supervised part ------------------------------------------------------------------------
     def supervised(self, logits: Sequence[torch.Tensor], target) -> torch.Tensor:

@@ -26,10 +26,9 @@ from typing import List, Sequence
 
 import torch
 
-from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 
-from nnunetv2_asyco.asyco_objective import CONSISTENCY_SCALES
+from nnunetv2_asyco.asyco_objective import consistency_scale_weights
 from nnunetv2_asyco.branches import build_branches
 from nnunetv2_asyco.network import TwoBranchNetwork
 
@@ -47,12 +46,7 @@ class OutputLossesMixin:
 
     def scale_weights(self, num_scales: int) -> List[float]:
         """Consistency weight per deep-supervision scale (0 = full resolution)."""
-        if self.consistency_scales not in CONSISTENCY_SCALES:
-            raise ValueError(f"consistency_scales must be one of {CONSISTENCY_SCALES}, "
-                             f"got {self.consistency_scales!r}")
-        if isinstance(self.loss, DeepSupervisionWrapper) and self.consistency_scales == "all":
-            return [float(w) for w in self.loss.weight_factors]
-        return [1.0] + [0.0] * (num_scales - 1)
+        return consistency_scale_weights(self.loss, self.consistency_scales, num_scales)
 
     def supervised_loss(self, logits: Sequence[torch.Tensor], target) -> torch.Tensor:
         """nnU-Net's own loss (deep-supervised Dice+CE, or its region loss) on a list of logits per scale."""
