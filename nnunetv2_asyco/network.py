@@ -74,15 +74,10 @@ def encoder_skips(encoder: nn.Module, x: torch.Tensor, checkpointed: bool = Fals
     return skips
 
 
-class _UpAndMerge(nn.Module):
-    """One decoder stage without its head: upsample, concatenate the skip, convolve (checkpointable as one unit)."""
-
-    def __init__(self, transpconv: nn.Module, stage: nn.Module):
-        super().__init__()
-        self.transpconv, self.stage = transpconv, stage
-
-    def forward(self, lres_input: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        return self.stage(torch.cat((self.transpconv(lres_input), skip), 1))
+def _up_and_merge(transpconv: nn.Module, stage: nn.Module, lres_input: torch.Tensor,
+                  skip: torch.Tensor) -> torch.Tensor:
+    """One decoder stage without its head: upsample, concatenate the skip, convolve."""
+    return stage(torch.cat((transpconv(lres_input), skip), 1))
 
 
 def decoder_features(decoder: nn.Module, skips: List[torch.Tensor], checkpointed: bool = False) -> List[torch.Tensor]:
@@ -94,11 +89,11 @@ def decoder_features(decoder: nn.Module, skips: List[torch.Tensor], checkpointed
     lres_input = skips[-1]
     features = []
     for s in range(len(decoder.stages)):
-        merge = _UpAndMerge(decoder.transpconvs[s], decoder.stages[s])
+        args = (decoder.transpconvs[s], decoder.stages[s], lres_input, skips[-(s + 2)])
         if checkpointed and torch.is_grad_enabled():
-            x = checkpoint(merge, lres_input, skips[-(s + 2)], use_reentrant=False)
+            x = checkpoint(_up_and_merge, *args, use_reentrant=False)
         else:
-            x = merge(lres_input, skips[-(s + 2)])
+            x = _up_and_merge(*args)
         features.append(x)
         lres_input = x
     return features[::-1]
