@@ -113,12 +113,17 @@ def training_env(env: dict) -> dict:
 
 def plan_tiny_dataset(env: dict, dataset_id: int, dim: int, configuration: str, n_train: int, n_test: int,
                       n_unlabeled: int, shape, patch, small_plans="nnUNetPlansTiny", num_classes=3,
-                      n_channels=1) -> str:
-    """Synthetic dataset -> real nnUNetv2_plan_and_preprocess -> tiny plans. Returns the dataset folder name."""
+                      n_channels=1, edit_raw=None) -> str:
+    """Synthetic dataset -> real nnUNetv2_plan_and_preprocess -> tiny plans. Returns the dataset folder name.
+
+    ``edit_raw(folder)`` may change the raw dataset (dataset.json, labels) before planning.
+    """
     from nnunetv2_asyco.synthetic import write_synthetic_dataset
     folder = write_synthetic_dataset(env["nnUNet_raw"], dataset_id, dim=dim, shape=shape, n_train=n_train,
                                      n_test=n_test, n_unlabeled=n_unlabeled, num_classes=num_classes,
                                      n_channels=n_channels)
+    if edit_raw is not None:
+        edit_raw(folder)
     run_cli(["nnUNetv2_plan_and_preprocess", "-d", dataset_id, "-c", configuration, "-np", 1, "-npfp", 1],
             env=env)
     shrink_plans(env, dataset_id, "nnUNetPlans", small_plans, {configuration: patch},

@@ -149,3 +149,57 @@ def test_residual_encoder_plans(pipeline):
     fold_dir = os.path.join(env["nnUNet_results"], pipeline["name"], f"{TRAINER}__nnUNetResEncTiny__2d", "fold_0")
     ckpt = load_checkpoint(os.path.join(fold_dir, "checkpoint_final.pth"))
     assert any(".encoder.stem." in k for k in ckpt["network_weights"]), "branches should be ResidualEncoderUNets"
+
+
+BASELINE = "nnUNetTrainerLabeledOnly_smoke"  # a plain nnU-Net network (stock nnUNetTrainer + labeled subset)
+
+
+@pytest.fixture(scope="module")
+def baseline_checkpoint(pipeline):
+    """A single-network nnU-Net model on fold 0, with validation probabilities for ensembling."""
+    train(pipeline, "--npz", trainer=BASELINE)
+    path = os.path.join(pipeline["env"]["nnUNet_results"], pipeline["name"], f"{BASELINE}__{PLANS}__2d", "fold_0",
+                        "checkpoint_final.pth")
+    assert not any(k.startswith("branch_") for k in load_checkpoint(path)["network_weights"])
+    return path
+
+
+def test_pretrained_weights_from_a_stock_checkpoint_initialise_both_branches(pipeline, baseline_checkpoint):
+    # fold 2: a fresh output folder (fold 0's AsyCo run stays untouched); unlabeled data = the ingested scans
+    proc = train(pipeline, "-pretrained_weights", baseline_checkpoint, fold=2)
+    assert f"Pretrained weights from {baseline_checkpoint} loaded into branch_a and branch_b" in proc.stdout
+    assert os.path.isfile(os.path.join(os.path.dirname(pipeline["fold_dir"]), "fold_2", "checkpoint_final.pth"))
+
+
+def test_find_best_configuration_ensemble_and_zip_export(pipeline, baseline_checkpoint, tmp_path):
+    env = pipeline["env"]
+    train(pipeline, "--val", "--npz")  # nnU-Net's validation-only rerun, now keeping probabilities
+    run_cli(["nnUNetv2_find_best_configuration", DATASET_ID, "-c", "2d", "-p", PLANS, "-tr", TRAINER, BASELINE,
+             "-f", 0, "-np", 1], env=env)
+    info = json.load(open(os.path.join(env["nnUNet_results"], pipeline["name"], "inference_information.json")))
+    assert {m["trainer"] for m in info["best_model_or_ensemble"]["selected_model_or_models"]} <= {TRAINER, BASELINE}
+    assert any(TRAINER in key for key in info["all_results"])
+
+    images = os.path.join(pipeline["raw"], "imagesTs")
+    for trainer in (TRAINER, BASELINE):
+        run_cli(["nnUNetv2_predict", "-i", images, "-o", tmp_path / trainer, "-d", DATASET_ID, "-c", "2d", "-p",
+                 PLANS, "-tr", trainer, "-f", 0, "-device", "cpu", "-npp", 1, "-nps", 1, "--disable_tta",
+                 "--save_probabilities"], env=env)
+    run_cli(["nnUNetv2_ensemble", "-i", tmp_path / TRAINER, tmp_path / BASELINE, "-o", tmp_path / "ensemble",
+             "-np", 1], env=env)
+    ensembled = sorted(f for f in os.listdir(tmp_path / "ensemble") if f.endswith(".nii.gz"))
+    assert ensembled == sorted(f for f in os.listdir(tmp_path / TRAINER) if f.endswith(".nii.gz"))
+
+    # share the AsyCo model: export, install into an empty results folder, predict from there
+    archive = tmp_path / "asyco_model.zip"
+    run_cli(["nnUNetv2_export_model_to_zip", "-d", DATASET_ID, "-o", archive, "-c", "2d", "-tr", TRAINER, "-p",
+             PLANS, "-f", 0], env=env)
+    receiver = {**env, "nnUNet_results": str(tmp_path / "receiver_results")}
+    os.makedirs(receiver["nnUNet_results"])
+    run_cli(["nnUNetv2_install_pretrained_model_from_zip", archive], env=receiver)
+    run_cli(["nnUNetv2_predict", "-i", images, "-o", tmp_path / "from_zip", "-d", DATASET_ID, "-c", "2d", "-p",
+             PLANS, "-tr", TRAINER, "-f", 0, "-device", "cpu", "-npp", 1, "-nps", 1, "--disable_tta"], env=receiver)
+    for case in ensembled:
+        shared = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "from_zip" / case)))
+        original = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / TRAINER / case)))
+        assert np.array_equal(shared, original), "the installed model must predict exactly what the original did"

@@ -24,6 +24,48 @@ class nnUNetTrainerAsyCo_noRepresentation(nnUNetTrainerAsyCo):
     weight_representation = 0.0
 
 
+# ---- alternatives for the choices the abstract leaves open (ablation, issue 4) -------------
+class nnUNetTrainerAsyCo_cpsBranchOutput(nnUNetTrainerAsyCo):
+    """Branch-output consistency as hard cross pseudo-labels instead of soft probability MSE."""
+    branch_output_mode = "cps"
+
+
+class nnUNetTrainerAsyCo_remapPerScale(nnUNetTrainerAsyCo):
+    """Remapping drawn per deep-supervision scale instead of per direction."""
+    remap_schedule = "per_scale"
+
+
+class nnUNetTrainerAsyCo_remapAlways(nnUNetTrainerAsyCo):
+    """Both remapped paths in every step."""
+    remap_schedule = "always"
+
+
+class nnUNetTrainerAsyCo_noRemappedSupervision(nnUNetTrainerAsyCo):
+    """Remapped paths get consistency only, no supervised loss."""
+    supervise_remapped_paths = False
+
+
+class nnUNetTrainerAsyCo_unlabeledConsistencyOnly(nnUNetTrainerAsyCo):
+    """Consistency terms on the unlabeled samples only."""
+    consistency_on_labeled = False
+
+
+class nnUNetTrainerAsyCo_fullResConsistency(nnUNetTrainerAsyCo):
+    """Consistency on the full-resolution output only, not on every deep-supervision scale."""
+    consistency_scales = "full_res"
+
+
+class nnUNetTrainerAsyCo_representationBottleneck(nnUNetTrainerAsyCo):
+    """Representation consistency on the decoder stages and the bottleneck."""
+    representation_layers = "decoder+bottleneck"
+
+
+ABLATION_ALTERNATIVES = (nnUNetTrainerAsyCo_cpsBranchOutput, nnUNetTrainerAsyCo_remapPerScale,
+                         nnUNetTrainerAsyCo_remapAlways, nnUNetTrainerAsyCo_noRemappedSupervision,
+                         nnUNetTrainerAsyCo_unlabeledConsistencyOnly, nnUNetTrainerAsyCo_fullResConsistency,
+                         nnUNetTrainerAsyCo_representationBottleneck)
+
+
 class nnUNetTrainerAsyCo_residualB(nnUNetTrainerAsyCo):
     """Asymmetric encoders: branch B gets a residual encoder with the plans' stage widths."""
     branch_b_encoder = "residual"
@@ -41,7 +83,7 @@ class nnUNetTrainerAsyCo_halfUnlabeled(nnUNetTrainerAsyCo):
 
 for _base in (nnUNetTrainerAsyCo, nnUNetTrainerAsyCo_noRemap, nnUNetTrainerAsyCo_noBranchOutput,
               nnUNetTrainerAsyCo_noInterHead, nnUNetTrainerAsyCo_noRepresentation, nnUNetTrainerAsyCo_residualB,
-              nnUNetTrainerAsyCo_lowMemory, nnUNetTrainerAsyCo_halfUnlabeled):
+              nnUNetTrainerAsyCo_lowMemory, nnUNetTrainerAsyCo_halfUnlabeled) + ABLATION_ALTERNATIVES:
     globals().update(epoch_variants(_base, __name__))
 del _base
 globals().update(demo_variant(nnUNetTrainerAsyCo, __name__))

@@ -105,6 +105,7 @@ class nnUNetTrainerMeanTeacher(OutputLossesMixin, nnUNetTrainerSemiSupervised):
         self.teacher.load_state_dict(self.unwrapped_network().state_dict())
         self.teacher.requires_grad_(False)
         self.teacher.eval()
+        self.print_to_log_file(f"Student and teacher outputs as {self.activation} probabilities (consistency)")
 
     def on_train_start(self):
         super().on_train_start()

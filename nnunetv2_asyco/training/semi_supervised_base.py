@@ -43,6 +43,7 @@ class nnUNetTrainerSemiSupervised(LabeledSubsetSplitMixin, nnUNetTrainer):
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
+        self.check_supported()  # before any folder or data is touched
         self.dataloader_unlabeled = None
         self.iteration_in_epoch = 0
         self.skipped_steps = 0
@@ -95,7 +96,6 @@ class nnUNetTrainerSemiSupervised(LabeledSubsetSplitMixin, nnUNetTrainer):
                 f"would need predictions of the low-resolution stage. Train 3d_fullres or 3d_lowres instead.")
 
     def get_dataloaders(self):
-        self.check_supported()
         sources = self.unlabeled_sources()
         if not sources:
             raise RuntimeError(NO_UNLABELED_DATA_MESSAGE.format(

@@ -13,6 +13,8 @@ It provides what every two-branch method needs and nothing method-specific:
   ensemble, so nnU-Net's validation and ``nnUNetv2_predict`` work unchanged;
 - ``initialize``: tells the network whether to ensemble softmax or sigmoid
   (region) probabilities;
+- ``-pretrained_weights``: a stock checkpoint initialises both branches
+  (``nnunetv2_asyco.pretrained``);
 - ``set_deep_supervision_enabled``: nnU-Net's version reaches into
   ``network.decoder``; a two-branch network has two decoders.
 
@@ -31,6 +33,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from nnunetv2_asyco.asyco_objective import consistency_scale_weights
 from nnunetv2_asyco.branches import build_branches
 from nnunetv2_asyco.network import TwoBranchNetwork
+from nnunetv2_asyco.pretrained import install_pretrained_weights_hook
 
 
 class OutputLossesMixin:
@@ -59,6 +62,13 @@ class TwoBranchTrainerMixin(OutputLossesMixin):
     branch_b_encoder: str = "same"  # "same" | "residual" | "plain", see nnunetv2_asyco.branches
     activation_checkpointing: bool = False  # memory mode: recompute stage activations in backward
 
+    # nnU-Net records the init arguments from this signature (inspect), so it must be spelled out
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        # nnU-Net's -pretrained_weights loader expects one network's keys; see nnunetv2_asyco.pretrained
+        install_pretrained_weights_hook()
+
     @classmethod
     def build_network_architecture(cls, plans_manager: PlansManager, configuration_manager: ConfigurationManager,
                                    num_input_channels: int, num_output_channels: int,
@@ -72,6 +82,7 @@ class TwoBranchTrainerMixin(OutputLossesMixin):
         # stored in the state dict too, so nnUNetv2_predict (which never sees the dataset) ensembles correctly
         self.unwrapped_network().set_output_activation(self.activation)
         self.unwrapped_network().activation_checkpointing = self.activation_checkpointing
+        self.print_to_log_file(f"Branch outputs as {self.activation} probabilities (consistency and ensemble)")
 
     def set_deep_supervision_enabled(self, enabled: bool):
         self.unwrapped_network().set_deep_supervision(enabled)

@@ -23,6 +23,7 @@ import os
 
 import torch
 
+from nnunetv2_asyco.training.asyco_variants import ABLATION_ALTERNATIVES
 from nnunetv2_asyco.training.variants.training_length import _variant
 
 ITERATIONS_PER_EPOCH = 50
@@ -41,7 +42,7 @@ BASES = (
     ("nnunetv2_asyco.training.asyco_variants", "nnUNetTrainerAsyCo_noBranchOutput"),
     ("nnunetv2_asyco.training.asyco_variants", "nnUNetTrainerAsyCo_noInterHead"),
     ("nnunetv2_asyco.training.asyco_variants", "nnUNetTrainerAsyCo_noRepresentation"),
-)
+) + tuple(("nnunetv2_asyco.training.asyco_variants", cls.__name__) for cls in ABLATION_ALTERNATIVES)
 
 UNAVAILABLE = {}  # class name -> import error text
 
