@@ -236,3 +236,44 @@ def test_residual_encoder_branches_match_stock_forward(tiny_configuration):
     x = torch.randn(1, 1, 32, 32)
     _, out_b = net(x, remap_plan=RemapPlan())
     assert torch.allclose(out_b.default[0], net.branch_b(x)[0], atol=1e-6)
+
+
+def test_supervised_terms_skip_ignore_label_voxels_consistency_does_not(tiny_configuration):
+    """With nnU-Net's ignore label, logits on ignored voxels of labeled cases must not change the supervised
+    terms (default and remapped paths), while consistency still sees them."""
+    from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
+    from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
+    from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
+    from nnunetv2_asyco.asyco_objective import AsyCoObjective, AsyCoOptions
+    from nnunetv2_asyco.network import BranchOutputs
+
+    ignore = 4  # background + 3 classes, then the ignore label
+    _, cm = tiny_configuration
+    out_a, out_b = make_network(cm, num_classes=4)(torch.randn(2, 1, 32, 32), remap_plan=ALL)
+    target = torch.randint(0, 4, (1, 1, 32, 32))
+    target[..., :8, :] = ignore  # top quarter of the labeled sample unannotated
+    targets = [target, target[..., ::2, ::2]]
+    loss = DeepSupervisionWrapper(DC_and_CE_loss({"batch_dice": False, "smooth": 1e-5, "do_bg": False, "ddp": False},
+                                                 {}, ignore_label=ignore, dice_class=MemoryEfficientSoftDiceLoss),
+                                  [2 / 3, 1 / 3])
+    objective = AsyCoObjective(loss, "softmax", AsyCoOptions())
+
+    def scramble_ignored(t: torch.Tensor, scale: int) -> torch.Tensor:
+        t = t.detach().clone()
+        rows = 8 >> scale
+        t[0, :, :rows] += 5 * torch.randn_like(t[0, :, :rows])  # sample 0 is the labeled one
+        return t
+
+    def scrambled(out: BranchOutputs) -> BranchOutputs:
+        return BranchOutputs(default=[scramble_ignored(t, s) for s, t in enumerate(out.default)],
+                             remapped={s: scramble_ignored(t, s) for s, t in out.remapped.items()},
+                             features=out.features, bottleneck=out.bottleneck)
+
+    before = objective.terms(out_a, out_b, targets, n_labeled=1)
+    after = objective.terms(scrambled(out_a), scrambled(out_b), targets, n_labeled=1)
+    torch.testing.assert_close(after["supervised"], before["supervised"])
+    assert not torch.allclose(after["branch_output"], before["branch_output"])
+    # positive control: the same change on annotated voxels does change the supervised terms
+    targets_all = [torch.zeros_like(t) for t in targets]
+    assert not torch.allclose(objective.terms(scrambled(out_a), scrambled(out_b), targets_all, n_labeled=1)["supervised"],
+                              objective.terms(out_a, out_b, targets_all, n_labeled=1)["supervised"])

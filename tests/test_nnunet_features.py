@@ -1,6 +1,6 @@
 """nnU-Net features beyond plain one-channel label maps, through the real commands on tiny 2D datasets.
 
-Region-based training (sigmoid outputs), the ignore label and two-channel input:
+Region-based training (sigmoid outputs); two-channel input with the ignore label:
 plan and preprocess -> ingest unlabeled scans -> labeled subset -> train a
 short variant -> predict with ``nnUNetv2_predict``.
 """
@@ -105,25 +105,18 @@ def test_region_dataset_trains_sigmoid_outputs_and_predicts_labels(region_datase
     assert set(np.unique(preds[0])) <= {0, 1, 2, 3} and len(np.unique(preds[0])) > 1
 
 
-def test_ignore_label_dataset(tmp_path):
-    env, name = prepare(tmp_path, 922, edit_raw=add_ignore_label)
-    # ingestion of unlabeled scans is unaffected by the ignore label
+def test_two_channel_dataset_with_ignore_label(tmp_path):
+    """Two input channels and partial annotations (ignore label) in one dataset, each checked on its own."""
+    env, name = prepare(tmp_path, 922, edit_raw=add_ignore_label, n_channels=2)
+    # ingestion read both channels of every unlabeled case; the ignore label does not concern it
     assert len(glob.glob(os.path.join(env["nnUNet_preprocessed"], name, "nnUNetPlans_2d_unlabeled", "*.pkl"))) == 2
     fold_dir, log, preds = train_and_predict(env, name, 922, "nnUNetTrainerAsyCo_smoke", tmp_path)
     assert "Branch outputs as softmax probabilities" in log
     ckpt = checkpoint(fold_dir)
-    # the ignore label gets no output channel: background + 3 classes
-    assert ckpt["network_weights"]["branch_b.decoder.seg_layers.0.weight"].shape[0] == 4
-    assert_terms_finite(ckpt, ("supervised", "branch_output", "inter_head", "representation"))
-    assert set(np.unique(preds[0])) <= {0, 1, 2, 3}
-
-
-def test_two_channel_dataset(tmp_path):
-    env, name = prepare(tmp_path, 923, n_channels=2)
-    unl = os.path.join(env["nnUNet_preprocessed"], name, "nnUNetPlans_2d_unlabeled")
-    assert len(glob.glob(os.path.join(unl, "*.pkl"))) == 2
-    fold_dir, log, preds = train_and_predict(env, name, 923, "nnUNetTrainerAsyCo_smoke", tmp_path)
-    weights = checkpoint(fold_dir)["network_weights"]
+    weights = ckpt["network_weights"]
     for branch in ("branch_a", "branch_b"):
-        assert weights[f"{branch}.encoder.stages.0.0.convs.0.conv.weight"].shape[1] == 2
+        assert weights[f"{branch}.encoder.stages.0.0.convs.0.conv.weight"].shape[1] == 2  # two input channels
+        # the ignore label gets no output channel: background + 3 classes
+        assert weights[f"{branch}.decoder.seg_layers.0.weight"].shape[0] == 4
+    assert_terms_finite(ckpt, ("supervised", "branch_output", "inter_head", "representation"))
     assert set(np.unique(preds[0])) <= {0, 1, 2, 3} and len(np.unique(preds[0])) > 1

@@ -32,11 +32,20 @@ import pandas as pd
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 
-LABELS = {"labeled_only": "labeled-only nnU-Net", "mean_teacher": "Mean Teacher", "cps": "CPS",
-          "asyco": "AsyCo", "full": "fully supervised nnU-Net",
-          "asyco_noRemap": "AsyCo w/o remapping", "asyco_noBranchOutput": "AsyCo w/o branch-output cons.",
-          "asyco_noInterHead": "AsyCo w/o inter-head cons.", "asyco_noRepresentation": "AsyCo w/o repr. cons."}
-ORDER = list(LABELS)
+MAIN_LABELS = {"labeled_only": "labeled-only nnU-Net", "mean_teacher": "Mean Teacher", "cps": "CPS",
+               "asyco": "AsyCo", "full": "fully supervised nnU-Net"}
+# AsyCo with one part switched off, or the alternative for one open choice (defaults: nnUNetTrainerAsyCo)
+ABLATION_LABELS = {
+    "asyco_noRemap": "w/o remapping (and inter-head)", "asyco_noBranchOutput": "w/o branch-output cons.",
+    "asyco_noInterHead": "w/o inter-head cons.", "asyco_noRepresentation": "w/o representation cons.",
+    "asyco_cpsBranchOutput": "branch-output: hard (CPS) instead of soft",
+    "asyco_remapPerScale": "remap schedule: per scale", "asyco_remapAlways": "remap schedule: always",
+    "asyco_noRemappedSupervision": "remapped paths not supervised",
+    "asyco_unlabeledConsistencyOnly": "consistency on unlabeled samples only",
+    "asyco_fullResConsistency": "consistency at full resolution only",
+    "asyco_representationBottleneck": "representation cons. also on the bottleneck"}
+LABELS = {**MAIN_LABELS, **{k: "AsyCo " + v for k, v in ABLATION_LABELS.items()}}
+ORDER = list(MAIN_LABELS)
 
 
 def load_runs(runs_dir: str):
@@ -171,6 +180,7 @@ def markdown(scores: pd.DataFrame, records: dict, setup: dict, failed: list, df:
                      f"{', '.join(f'{x:+.2f}' for x in g)}" +
                      ("" if (g >= MIN_GAP * 100).all() else
                       f" — gap closure is n/a for seeds with a gap below {MIN_GAP * 100:.1f} points."))
+    lines += ablation_table(scores, classes)
     lines += ["", "## Per-case paired difference to labeled-only (same seed, same test cases)", "",
               "Mean over classes per test case, then method − labeled-only per case: mean ± std over "
               "cases (all seeds pooled) and the number of cases where the method is better. This shows the "
@@ -181,13 +191,48 @@ def markdown(scores: pd.DataFrame, records: dict, setup: dict, failed: list, df:
         if ("labeled_only", n) not in {(m, nl) for m, nl, _, _ in case.index}:
             continue
         ref = case.xs(("labeled_only", n), level=("method", "n_labeled"))
-        for m in ORDER:
+        for m in ORDER + list(ABLATION_LABELS):
             if m in ("labeled_only", "full") or (m, n) not in {(a, b) for a, b, _, _ in case.index}:
                 continue
             d = (case.xs((m, n), level=("method", "n_labeled")) - ref).dropna()
             lines.append(f"| {LABELS.get(m, m)} | {int(n)} | {d.dice.mean() * 100:+.2f} ± {d.dice.std() * 100:.2f} | "
                          f"{int((d.dice > 0).sum())}/{len(d)} | {d.hd95.mean():+.2f} ± {d.hd95.std():.2f} |")
     return "\n".join(lines) + "\n"
+
+
+def paired_delta(scores: pd.DataFrame, method: str, reference: str, n) -> list:
+    """method - reference mean Dice per seed, for the seeds where both ran at budget n."""
+    a = scores[(scores.method == method) & (scores.n_labeled == n)].set_index("seed").dice_mean
+    b = scores[(scores.method == reference) & (scores.n_labeled == n)].set_index("seed").dice_mean
+    common = sorted(set(a.index) & set(b.index))
+    return [a[k] - b[k] for k in common]
+
+
+def ablation_table(scores: pd.DataFrame, classes: list) -> list:
+    """Markdown lines: AsyCo's default against each ablation, per budget that has ablation runs."""
+    budgets = sorted(scores[scores.method.isin(list(ABLATION_LABELS))].n_labeled.unique())
+    if not budgets:
+        return []
+    lines = ["", "## Ablation: AsyCo's parts and the alternatives for its open choices", "",
+             "Same plans, subset, budget and test set as the table above. Δ = variant − reference on mean Dice, "
+             "paired by seed (mean over the seeds where both ran).", ""]
+    head = (["variant", "labeled", "seeds"] + [f"Dice {c}" for c in classes] +
+            ["mean Dice", "Δ vs AsyCo", "Δ vs labeled-only", "mean HD95"])
+    lines += ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for n in budgets:
+        for m in ["labeled_only", "asyco"] + list(ABLATION_LABELS):
+            sub = scores[(scores.method == m) & (scores.n_labeled == n)]
+            if sub.empty:
+                continue
+            name = "AsyCo (defaults)" if m == "asyco" else ABLATION_LABELS.get(m, MAIN_LABELS.get(m, m))
+            d_asyco = paired_delta(scores, m, "asyco", n) if m not in ("asyco", "labeled_only") else []
+            d_lower = paired_delta(scores, m, "labeled_only", n) if m != "labeled_only" else []
+            cells = [name, f"{int(n)}", str(len(sub))] + [fmt(sub[f"dice_{c}"], 2, 100) for c in classes]
+            cells += [f"**{fmt(sub.dice_mean, 2, 100)}**",
+                      f"{np.mean(d_asyco) * 100:+.2f}" if d_asyco else "—",
+                      f"{np.mean(d_lower) * 100:+.2f}" if d_lower else "—", fmt(sub.hd95_mean, 2)]
+            lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 def plot_dice(scores: pd.DataFrame, path: str) -> None:
