@@ -60,10 +60,18 @@ class nnUNetTrainerAsyCo_representationBottleneck(nnUNetTrainerAsyCo):
     representation_layers = "decoder+bottleneck"
 
 
+class nnUNetTrainerAsyCo_consistencyX10(nnUNetTrainerAsyCo):
+    """Ten times the consistency weights (a_bo = a_ih = 10, a_rep = 1): the probability-MSE terms are
+    ~1e-2 against a supervised loss of order 1, so at the default weights they barely steer training."""
+    weight_branch_output = 10.0
+    weight_inter_head = 10.0
+    weight_representation = 1.0
+
+
 ABLATION_ALTERNATIVES = (nnUNetTrainerAsyCo_cpsBranchOutput, nnUNetTrainerAsyCo_remapPerScale,
                          nnUNetTrainerAsyCo_remapAlways, nnUNetTrainerAsyCo_noRemappedSupervision,
                          nnUNetTrainerAsyCo_unlabeledConsistencyOnly, nnUNetTrainerAsyCo_fullResConsistency,
-                         nnUNetTrainerAsyCo_representationBottleneck)
+                         nnUNetTrainerAsyCo_representationBottleneck, nnUNetTrainerAsyCo_consistencyX10)
 
 
 class nnUNetTrainerAsyCo_residualB(nnUNetTrainerAsyCo):
