@@ -171,7 +171,10 @@ def markdown(scores: pd.DataFrame, records: dict, setup: dict, failed: list, df:
             cells.append("—")
         else:
             gc_text = fmt(gc, 0, 100) if gc else "n/a"
-            cells.append(gc_text + "%" if gc_text != "n/a" else "n/a")
+            n_defined = int(np.sum(~np.isnan(np.asarray(gc, dtype=float)))) if gc else 0
+            if gc_text != "n/a":
+                gc_text += "%" + (f" ({n_defined} of {len(gc)} seeds)" if n_defined < len(gc) else "")
+            cells.append(gc_text)
         cells += [fmt(sub[f"hd95_{c}"], 2) for c in classes] + [fmt(sub.hd95_mean, 2), spi(m, n)]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Dice in %, HD95 in mm (voxel spacing 1 mm).", ""]
@@ -259,9 +262,11 @@ def plot_dice(scores: pd.DataFrame, path: str) -> None:
     ax.minorticks_off()
     ax.set_xlabel("labeled fraction of fold 0 training cases (%)")
     ax.set_ylabel("mean foreground Dice on test set (%)")
-    n_seeds = scores.seed.nunique()
-    ax.set_title("Dice vs labeled fraction (" + (f"{n_seeds} seeds; bars: std over seeds)" if n_seeds > 1
-                                                 else "1 seed: no error bars)"))
+    per_point = scores[scores.method.isin(ORDER)].groupby(["method", "fraction"]).seed.nunique()
+    lo, hi = int(per_point.min()), int(per_point.max())
+    seeds_text = f"{lo} seed(s) per point" if lo == hi else f"{lo}-{hi} seeds per point"
+    ax.set_title(f"Dice vs labeled fraction ({seeds_text}; bars: std over seeds)" if hi > 1
+                 else "Dice vs labeled fraction (1 seed: no error bars)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
