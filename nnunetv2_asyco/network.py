@@ -18,6 +18,8 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
+from torch._dynamo import OptimizedModule
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.checkpoint import checkpoint
 
 DIRECTIONS = ("AB", "BA")  # AB: A's features through B's heads; BA: B's features through A's heads
@@ -211,3 +213,9 @@ class TwoBranchNetwork(nn.Module):
     def _features(self, branch: nn.Module, x: torch.Tensor) -> Tuple[List[torch.Tensor], torch.Tensor]:
         skips = encoder_skips(branch.encoder, x, self.activation_checkpointing)
         return decoder_features(branch.decoder, skips, self.activation_checkpointing), skips[-1]
+
+
+def unwrap(network: nn.Module) -> nn.Module:
+    """The module itself, without nnU-Net's DDP and torch.compile wrappers (the order nnU-Net applies them)."""
+    module = network.module if isinstance(network, DistributedDataParallel) else network
+    return module._orig_mod if isinstance(module, OptimizedModule) else module

@@ -24,15 +24,10 @@ from typing import Dict, List, Tuple
 
 import torch
 
-from nnunetv2_asyco.network import TwoBranchNetwork
+from nnunetv2_asyco.network import TwoBranchNetwork, unwrap
 
 HEAD_KEY = ".seg_layers."  # nnU-Net does not transfer segmentation heads
 BRANCHES = ("branch_a", "branch_b")
-
-
-def _unwrap(network: torch.nn.Module) -> torch.nn.Module:
-    module = getattr(network, "module", network)  # DDP
-    return getattr(module, "_orig_mod", module)  # torch.compile
 
 
 def incompatibility(own: Dict[str, torch.Tensor], pretrained: Dict[str, torch.Tensor]) -> str:
@@ -83,7 +78,7 @@ def install_pretrained_weights_hook() -> None:
         return
 
     def load_pretrained_weights(network, fname, verbose=False):
-        module = _unwrap(network)
+        module = unwrap(network)
         if not isinstance(module, TwoBranchNetwork):
             return original(network, fname, verbose)
         checkpoint = torch.load(fname, map_location="cpu", weights_only=False)

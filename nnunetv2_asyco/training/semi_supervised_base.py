@@ -13,7 +13,6 @@ from batchgenerators.dataloading.nondet_multi_threaded_augmenter import NonDetMu
 from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
 from torch import autocast
 from torch import distributed as dist
-from torch._dynamo import OptimizedModule
 
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.collate_outputs import collate_outputs
@@ -21,6 +20,7 @@ from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
 from nnunetv2.utilities.helpers import dummy_context
 
 from nnunetv2_asyco.consistency import sigmoid_rampup
+from nnunetv2_asyco.network import unwrap
 from nnunetv2_asyco.data.unlabeled_data import (UnlabeledCases, UnlabeledDataLoader, list_preprocessed_cases,
                                                 unlabeled_folder)
 from nnunetv2_asyco.training.labeled_subset_split import LabeledSubsetSplitMixin
@@ -71,8 +71,7 @@ class nnUNetTrainerSemiSupervised(LabeledSubsetSplitMixin, nnUNetTrainer):
 
     # ---- unwrapping (DDP / torch.compile) -----------------------------------------------
     def unwrapped_network(self) -> torch.nn.Module:
-        mod = self.network.module if self.is_ddp else self.network
-        return mod._orig_mod if isinstance(mod, OptimizedModule) else mod
+        return unwrap(self.network)
 
     # ---- ramp-up -------------------------------------------------------------------------
     def training_progress(self) -> float:
