@@ -56,7 +56,7 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 BENCH_TRAINER_DIR = os.path.join(HERE, "trainers")
 sys.path.insert(0, BENCH_TRAINER_DIR)
 import budget_trainers  # noqa: E402
-from nnunetv2_asyco.training.asyco_variants import ABLATION_ALTERNATIVES  # noqa: E402
+from nnunetv2_asyco.training.asyco_variants import ABLATIONS  # noqa: E402
 
 # method key -> (trainer base name, trained on the labeled subset)
 METHODS = {
@@ -65,12 +65,8 @@ METHODS = {
     "cps": ("nnUNetTrainerCPS", True),
     "asyco": ("nnUNetTrainerAsyCo", True),
     "full": ("nnUNetTrainer", False),  # upper bound: every label of fold 0
-    "asyco_noRemap": ("nnUNetTrainerAsyCo_noRemap", True),
-    "asyco_noBranchOutput": ("nnUNetTrainerAsyCo_noBranchOutput", True),
-    "asyco_noInterHead": ("nnUNetTrainerAsyCo_noInterHead", True),
-    "asyco_noRepresentation": ("nnUNetTrainerAsyCo_noRepresentation", True),
-    # alternatives for the open choices (defaults: nnUNetTrainerAsyCo's class attributes)
-    **{"asyco_" + cls.__name__.split("_", 1)[1]: (cls.__name__, True) for cls in ABLATION_ALTERNATIVES},
+    # ablations: asyco_<suffix> trains nnUNetTrainerAsyCo_<suffix> (nnunetv2_asyco/training/asyco_variants.py)
+    **{"asyco_" + cls.__name__.split("_", 1)[1]: (cls.__name__, True) for cls in ABLATIONS},
 }
 DEFAULT_METHODS = ("labeled_only", "mean_teacher", "cps", "asyco", "full")
 DATASET_NAME = "AsyCoQuality"

@@ -23,7 +23,7 @@ import os
 
 import torch
 
-from nnunetv2_asyco.training.asyco_variants import ABLATION_ALTERNATIVES
+from nnunetv2_asyco.training.asyco_variants import ABLATIONS
 from nnunetv2_asyco.training.variants.training_length import _variant
 
 ITERATIONS_PER_EPOCH = 50
@@ -38,11 +38,7 @@ BASES = (
     ("nnunetv2_asyco.training.mean_teacher", "nnUNetTrainerMeanTeacher"),
     ("nnunetv2_asyco.training.cps", "nnUNetTrainerCPS"),
     ("nnunetv2_asyco.training.asyco", "nnUNetTrainerAsyCo"),
-    ("nnunetv2_asyco.training.asyco_variants", "nnUNetTrainerAsyCo_noRemap"),
-    ("nnunetv2_asyco.training.asyco_variants", "nnUNetTrainerAsyCo_noBranchOutput"),
-    ("nnunetv2_asyco.training.asyco_variants", "nnUNetTrainerAsyCo_noInterHead"),
-    ("nnunetv2_asyco.training.asyco_variants", "nnUNetTrainerAsyCo_noRepresentation"),
-) + tuple(("nnunetv2_asyco.training.asyco_variants", cls.__name__) for cls in ABLATION_ALTERNATIVES)
+) + tuple(("nnunetv2_asyco.training.asyco_variants", cls.__name__) for cls in ABLATIONS)
 
 UNAVAILABLE = {}  # class name -> import error text
 
