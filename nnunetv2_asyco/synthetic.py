@@ -11,6 +11,14 @@ U-Net can learn them, while class 2 vs class 1 stays deliberately hard.
 Each case draws from its own random stream keyed on (seed, split, index), so
 a case does not change when other splits or case counts change.
 
+Two difficulties (``DIFFICULTIES``): "standard" (above; what the tests use) and
+"hard", for the quality benchmark, where a few labeled subjects must not cover
+the population: every subject also gets a smooth elastic deformation of its
+anatomy (irregular, non-ellipsoid outlines), wider organ and structure size
+ranges, smaller boundary structures, its own tissue contrasts (class 2 vs 1
+between 12 and 36 units), noise level, blur (partial volume) and a stronger
+bias field.
+
 Layout written by :func:`write_synthetic_dataset`::
 
     DatasetXXX_name/
@@ -50,6 +58,13 @@ _BLUR_SIGMA = 0.8  # voxels; softens edges like partial volume
 # on the -u side; these angles keep all of them disjoint (see structure_masks).
 _SLOT_ANGLES = (0.0, 55.0, -55.0, 110.0, -110.0)
 _SLOT_JITTER = 5.0
+
+DIFFICULTIES = ("standard", "hard")
+
+
+def _check_difficulty(difficulty: str) -> None:
+    if difficulty not in DIFFICULTIES:
+        raise ValueError(f"difficulty must be one of {DIFFICULTIES}, got {difficulty!r}.")
 
 
 def default_shape(dim: int) -> Tuple[int, ...]:
@@ -104,16 +119,32 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return v / np.linalg.norm(v)
 
 
-def structure_masks(rng: np.random.Generator, shape: Sequence[int], num_classes: int
-                    ) -> Tuple[np.ndarray, Dict[int, np.ndarray]]:
+def _elastic_coords(rng: np.random.Generator, shape: Sequence[int]) -> np.ndarray:
+    """Voxel coordinates plus a smooth random displacement (up to ~5% of the image edge).
+
+    Every mask of a subject is evaluated at the same displaced coordinates, so
+    masks that are disjoint (or nested) before stay disjoint (or nested).
+    """
+    size = np.asarray(shape, dtype=float)
+    coords = np.indices(shape, dtype=float)
+    for a in range(len(shape)):
+        field = ndimage.gaussian_filter(rng.normal(size=tuple(shape)), sigma=0.12 * size.min(), mode="wrap")
+        coords[a] += field / (np.abs(field).max() + 1e-12) * 0.05 * size[a] * rng.uniform(0.5, 1.0)
+    return coords
+
+
+def structure_masks(rng: np.random.Generator, shape: Sequence[int], num_classes: int,
+                    difficulty: str = "standard") -> Tuple[np.ndarray, Dict[int, np.ndarray]]:
     """Body mask and one boolean mask per label 1..num_classes for one subject.
 
     Masks of labels >= 2 are disjoint and lie inside the organ (label 1) by
     construction; painting them over the organ gives the label map.
     """
+    _check_difficulty(difficulty)
+    hard = difficulty == "hard"
     dim = len(shape)
     size = np.asarray(shape, dtype=float)
-    coords = np.indices(shape, dtype=float)
+    coords = _elastic_coords(rng, shape) if hard else np.indices(shape, dtype=float)
     eye = np.eye(dim)
 
     body_c = (size - 1) / 2 + rng.uniform(-0.02, 0.02, dim) * size
@@ -121,8 +152,8 @@ def structure_masks(rng: np.random.Generator, shape: Sequence[int], num_classes:
     body = _ellipsoid(coords, body_c, body_a, eye)
 
     organ_c = (size - 1) / 2 + rng.uniform(-0.05, 0.05, dim) * size
-    organ_a = size * rng.uniform(0.26, 0.36, dim)
-    organ_r = _rotation_matrix(rng, dim, 30.0)
+    organ_a = size * (rng.uniform(0.22, 0.38, dim) if hard else rng.uniform(0.26, 0.36, dim))
+    organ_r = _rotation_matrix(rng, dim, 45.0 if hard else 30.0)
     # Keep the organ inside the body: in coordinates where the body is the unit
     # ball, the organ reaches at most |centre| + its largest semi-axis from 0.
     centre_n = np.linalg.norm((organ_c - body_c) / body_a)
@@ -152,21 +183,31 @@ def structure_masks(rng: np.random.Generator, shape: Sequence[int], num_classes:
         t = np.deg2rad(angle + rng.uniform(-_SLOT_JITTER, _SLOT_JITTER))
         center = to_image(rng.uniform(0.70, 0.76) * (np.cos(t) * u + np.sin(t) * w))
         radius = organ_a.min() * rng.uniform(0.17, 0.21)
+        if hard:  # smaller, but at least 1.5 voxels so small images keep them; <= 0.21 keeps them disjoint
+            radius = min(max(organ_a.min() * rng.uniform(0.09, 0.19), 1.5), organ_a.min() * 0.21)
         masks[k] = _ellipsoid(coords, center, [radius] * dim, eye)
     return body, masks
 
 
-def _bias_field(rng: np.random.Generator, shape: Sequence[int]) -> np.ndarray:
-    """Smooth multiplicative field (about +-20 %): random linear + quadratic terms."""
+def _bias_field(rng: np.random.Generator, shape: Sequence[int], strength: float = 1.0) -> np.ndarray:
+    """Smooth multiplicative field (about +-20 % times strength): random linear + quadratic terms."""
     grids = np.meshgrid(*[np.linspace(-1, 1, s) for s in shape], indexing="ij")
     log_field = np.zeros(shape)
     for g in grids:
-        log_field += rng.uniform(-0.12, 0.12) * g + rng.uniform(-0.08, 0.08) * g ** 2
+        log_field += strength * (rng.uniform(-0.12, 0.12) * g + rng.uniform(-0.08, 0.08) * g ** 2)
     return np.exp(log_field)
 
 
+def _subject_means(rng: np.random.Generator, means: Dict[object, float]) -> Dict[object, float]:
+    """Hard difficulty: the subject's own tissue intensities (+-8 %), with class 2 only 12-36 units above class 1."""
+    out = {t: (v if t == "air" else v * rng.uniform(0.92, 1.08)) for t, v in means.items()}
+    if 1 in out and 2 in out:
+        out[2] = out[1] + (means[2] - means[1]) * rng.uniform(0.4, 1.2)
+    return out
+
+
 def generate_case(rng: np.random.Generator, shape: Sequence[int], num_classes: int = 3,
-                  n_channels: int = 1) -> Tuple[np.ndarray, np.ndarray]:
+                  n_channels: int = 1, difficulty: str = "standard") -> Tuple[np.ndarray, np.ndarray]:
     """One synthetic subject.
 
     Returns (images float32 of shape (n_channels, *shape), labels uint8 of shape
@@ -174,21 +215,24 @@ def generate_case(rng: np.random.Generator, shape: Sequence[int], num_classes: i
     """
     if not 1 <= num_classes <= MAX_CLASSES:
         raise ValueError(f"num_classes must be in 1..{MAX_CLASSES}, got {num_classes}.")
-    body, masks = structure_masks(rng, shape, num_classes)
+    hard = difficulty == "hard"
+    body, masks = structure_masks(rng, shape, num_classes, difficulty)
     labels = np.zeros(shape, dtype=np.uint8)
     for k, m in masks.items():
         labels[m] = k
-    bias = _bias_field(rng, shape)
+    bias = _bias_field(rng, shape, strength=1.8 if hard else 1.0)
+    noise_sigma = rng.uniform(12.0, 28.0) if hard else _NOISE_SIGMA
+    blur_sigma = rng.uniform(0.7, 1.6) if hard else _BLUR_SIGMA
     images = np.empty((n_channels, *shape), dtype=np.float32)
     for c in range(n_channels):
-        means = channel_means(c)
+        means = _subject_means(rng, channel_means(c)) if hard else channel_means(c)
         img = np.full(shape, means["air"])
         img[body] = means["body"]
         for k in range(1, num_classes + 1):
             img[labels == k] = means[k]
-        img = ndimage.gaussian_filter(img, _BLUR_SIGMA)
+        img = ndimage.gaussian_filter(img, blur_sigma)
         img = img * bias * rng.uniform(0.9, 1.1)  # per-subject gain
-        img += rng.normal(0.0, _NOISE_SIGMA, size=img.shape)
+        img += rng.normal(0.0, noise_sigma, size=img.shape)
         images[c] = img
     return images, labels
 
@@ -224,7 +268,7 @@ def case_ids(split: str, n: int) -> list:
 def write_synthetic_dataset(raw_root: str, dataset_id: int, name: str = "AsyCoSynthetic", dim: int = 2,
                             shape: Optional[Sequence[int]] = None, *, n_train: int, n_test: int = 0,
                             n_unlabeled: int = 0, num_classes: int = 3, n_channels: int = 1, seed: int = 0,
-                            file_ending: str = ".nii.gz") -> str:
+                            file_ending: str = ".nii.gz", difficulty: str = "standard") -> str:
     """Write a synthetic dataset to ``raw_root/DatasetXXX_name`` and return that path.
 
     Split folders from an earlier call are replaced, so the folder always
@@ -237,6 +281,7 @@ def write_synthetic_dataset(raw_root: str, dataset_id: int, name: str = "AsyCoSy
         raise ValueError("need n_train >= 1, n_test >= 0, n_unlabeled >= 0, n_channels >= 1.")
     if not 1 <= num_classes <= MAX_CLASSES:
         raise ValueError(f"num_classes must be in 1..{MAX_CLASSES}, got {num_classes}.")
+    _check_difficulty(difficulty)
 
     folder = _dataset_folder(raw_root, dataset_id, name)
     counts = {"train": n_train, "test": n_test, "unlabeled": n_unlabeled}
@@ -251,17 +296,18 @@ def write_synthetic_dataset(raw_root: str, dataset_id: int, name: str = "AsyCoSy
             os.makedirs(os.path.join(folder, lab_dir))
         for i, cid in enumerate(case_ids(split, counts[split])):
             rng = np.random.default_rng([seed, key, i])
-            images, labels = generate_case(rng, shape, num_classes, n_channels)
+            images, labels = generate_case(rng, shape, num_classes, n_channels, difficulty)
             for c in range(n_channels):
                 _write(images[c], os.path.join(folder, img_dir, f"{cid}_{c:04d}{file_ending}"), dim)
             if lab_dir is not None:
                 _write(labels, os.path.join(folder, lab_dir, f"{cid}{file_ending}"), dim)
 
-    _write_dataset_json(folder, name, n_channels, num_classes, counts, file_ending, dim, shape, seed)
+    _write_dataset_json(folder, name, n_channels, num_classes, counts, file_ending, dim, shape, seed, difficulty)
     return folder
 
 
-def _write_dataset_json(folder, name, n_channels, num_classes, counts, file_ending, dim, shape, seed) -> None:
+def _write_dataset_json(folder, name, n_channels, num_classes, counts, file_ending, dim, shape, seed,
+                        difficulty) -> None:
     labels = {"background": 0}
     labels.update({f"class{k}": k for k in range(1, num_classes + 1)})
     dataset_json = {
@@ -272,7 +318,8 @@ def _write_dataset_json(folder, name, n_channels, num_classes, counts, file_endi
         "file_ending": file_ending,
         # informational only; nnU-Net ignores these
         "name": name,
-        "description": f"nnunetv2_asyco synthetic {dim}D dataset, shape {list(shape)}, seed {seed}. "
+        "description": f"nnunetv2_asyco synthetic {dim}D dataset, shape {list(shape)}, seed {seed}, "
+                       f"difficulty {difficulty}. "
                        f"imagesTs/labelsTs: held-out test cases; imagesUnlabeled: images without labels.",
         "numTest": counts["test"],
         "numUnlabeled": counts["unlabeled"],

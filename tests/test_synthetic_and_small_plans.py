@@ -107,10 +107,11 @@ def test_rewrite_replaces_old_cases(tmp_path):
     assert not os.path.exists(os.path.join(folder, "imagesUnlabeled"))
 
 
+@pytest.mark.parametrize("difficulty", ["standard", "hard"])
 @pytest.mark.parametrize("shape", [(128, 128), (64, 96), (32, 32, 32), (24, 40, 48)])
-def test_structures_are_disjoint_and_nested(shape):
+def test_structures_are_disjoint_and_nested(shape, difficulty):
     for seed in range(20):
-        body, masks = structure_masks(np.random.default_rng(seed), shape, 7)
+        body, masks = structure_masks(np.random.default_rng(seed), shape, 7, difficulty)
         assert masks[1].any() and not (masks[1] & ~body).any()
         for k in range(2, 8):
             assert masks[k].any() and not (masks[k] & ~masks[1]).any(), (seed, k)
@@ -128,6 +129,37 @@ def test_classes_have_distinct_intensities():
     assert m[0, 1] + 15 < m[0, 2] < m[0, 3] - 50
     # channel 1 maps the same anatomy with another contrast
     assert abs(m[1, 1] - m[1, 3]) > 50 and abs(m[1, 1] - m[1, 2]) > 15
+
+
+def _ellipse_fit_iou(mask):
+    """IoU of a 2D mask with the ellipse of the same centroid and second moments (1.0 for an exact ellipse)."""
+    pts = np.argwhere(mask).astype(float)
+    centre, inv = pts.mean(0), np.linalg.inv(np.cov(pts.T))
+    d = np.indices(mask.shape).reshape(2, -1).T - centre
+    ellipse = (np.einsum("ij,jk,ik->i", d, inv, d) <= 4).reshape(mask.shape)
+    return (ellipse & mask).sum() / (ellipse | mask).sum()
+
+
+def _subject_stats(difficulty):
+    """Per subject: class 2 - class 1 contrast, smallest boundary structure area, organ ellipse-fit IoU."""
+    stats = []
+    for i in range(20):
+        img, seg = generate_case(np.random.default_rng(i), (128, 128), 5, 1, difficulty)
+        assert set(np.unique(seg)) <= set(range(6)) and img.dtype == np.float32
+        stats.append((img[0][seg == 2].mean() - img[0][seg == 1].mean(),
+                      min(int((seg == k).sum()) for k in (3, 4, 5)), _ellipse_fit_iou(seg >= 1)))
+    return np.array(stats)
+
+
+def test_hard_difficulty_varies_more_between_subjects():
+    standard, hard = _subject_stats("standard"), _subject_stats("hard")
+    assert hard[:, 0].std() > 2 * standard[:, 0].std()  # subject-specific low contrast of class 2
+    assert hard[:, 0].min() > 0  # still brighter than the organ on average: ambiguous, not inverted
+    assert hard[:, 1].mean() < 0.6 * standard[:, 1].mean()  # smaller boundary structures
+    # elastic deformation: the organ is no longer an ellipse (standard: IoU with its moment ellipse > 0.99)
+    assert standard[:, 2].min() > 0.99 and hard[:, 2].mean() < 0.98
+    with pytest.raises(ValueError, match="difficulty"):
+        generate_case(np.random.default_rng(0), (32, 32), 3, 1, "extreme")
 
 
 def test_generation_is_fast(tmp_path):

@@ -56,10 +56,10 @@ def prepare(work: str, patch: int, batch: int, max_features: int) -> dict:
         from nnunetv2_asyco.small_plans import make_small_plans
         write_synthetic_dataset(env["nnUNet_raw"], DATASET_ID, name="AsyCoCost", dim=2, shape=(128, 128),
                                 n_train=10, n_unlabeled=6)
-        bin_dir = os.path.dirname(sys.executable)
-        subprocess.run([os.path.join(bin_dir, "nnUNetv2_plan_and_preprocess"), "-d", str(DATASET_ID), "-c", "2d",
+        from nnunetv2_asyco.commands import find_cli
+        subprocess.run([find_cli("nnUNetv2_plan_and_preprocess"), "-d", str(DATASET_ID), "-c", "2d",
                         "-np", "1", "-npfp", "1"], env=env, check=True, capture_output=True)
-        subprocess.run([os.path.join(bin_dir, "nnUNetv2_asyco_preprocess_unlabeled"), "-d", str(DATASET_ID), "-c",
+        subprocess.run([find_cli("nnUNetv2_asyco_preprocess_unlabeled"), "-d", str(DATASET_ID), "-c",
                         "2d", "-np", "1"], env=env, check=True, capture_output=True)
         make_small_plans(DATASET_ID, "nnUNetPlans", PLANS, patch_size={"2d": (patch, patch)}, batch_size=batch,
                          max_features=max_features)
@@ -127,9 +127,14 @@ def measure(method: str, device_name: str, warmup: int, steps: int) -> dict:
 
 def write_report(rows: list, device: str, args) -> str:
     base = next(r for r in rows if r["method"] == BASELINE)
+    gpu = ""
+    if device == "cuda":
+        import torch
+        gpu = (f"GPU: {torch.cuda.get_device_name(0)}; nnU-Net's mixed precision (autocast + GradScaler); "
+               f"nnUNet_compile={os.environ.get('nnUNet_compile', 'true')}.\n\n")
     lines = [f"# Cost benchmark ({device})", "",
              f"`python benchmarks/cost/run_cost.py --device {device} --steps {args.steps} --patch {args.patch} "
-             f"--batch {args.batch} --max-features {args.max_features}`", "",
+             f"--batch {args.batch} --max-features {args.max_features}`", "", gpu +
              f"2D synthetic data, plans `{PLANS}`: patch {args.patch}x{args.patch}, batch {args.batch}, features up "
              f"to {args.max_features}; median of {args.steps} steps after {args.warmup} warm-up steps; memory = "
              + ("CUDA max_memory_allocated" if device == "cuda" else "peak RSS increase over the RSS before the first training step (CPU allocator caching makes this coarse)")
@@ -156,6 +161,8 @@ def main():
     parser.add_argument("--batch", type=int, default=12)
     parser.add_argument("--max-features", type=int, default=256)
     parser.add_argument("--methods", nargs="+", default=METHODS)
+    parser.add_argument("--tag", default="", help="results go to cost_<device>[_<tag>].md/.json")
+    parser.add_argument("--results", default=RESULTS, help="results folder (default: benchmarks/results)")
     parser.add_argument("--measure", help=argparse.SUPPRESS)  # internal: child process mode
     args = parser.parse_args()
 
@@ -176,11 +183,12 @@ def main():
             raise SystemExit(f"measuring {method} failed")
         rows.append(json.loads(result[0][len("RESULT "):]))
         print(rows[-1], flush=True)
-    os.makedirs(RESULTS, exist_ok=True)
+    os.makedirs(args.results, exist_ok=True)
     report = write_report(rows, args.device, args)
-    with open(os.path.join(RESULTS, f"cost_{args.device}.md"), "w") as f:
+    name = f"cost_{args.device}" + (f"_{args.tag}" if args.tag else "")
+    with open(os.path.join(args.results, name + ".md"), "w") as f:
         f.write(report)
-    with open(os.path.join(RESULTS, f"cost_{args.device}.json"), "w") as f:
+    with open(os.path.join(args.results, name + ".json"), "w") as f:
         json.dump(rows, f, indent=1)
     print(report)
 

@@ -133,7 +133,9 @@ def markdown(scores: pd.DataFrame, records: dict, setup: dict, failed: list, df:
              if m == method and nl == n and r.get("seconds_per_iteration")]
         return f"{np.mean(v):.3f}" if v else "n/a"
 
-    lines = ["# Quality benchmark (synthetic 2D, nnU-Net small CPU plans)", ""]
+    plans = ("nnU-Net's default plans" if setup.get("plans") == "nnUNetPlans" else "nnU-Net small CPU plans")
+    generator = f"{setup['difficulty']} generator, " if "difficulty" in setup else ""
+    lines = [f"# Quality benchmark (synthetic 2D, {generator}{plans})", ""]
     seeds = sorted(scores.seed.unique())
     n_cases = df.case.nunique()
     lines += [

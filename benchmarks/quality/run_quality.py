@@ -2,7 +2,10 @@
 
 One command runs the whole protocol with real nnU-Net commands as child processes:
 
-1. write a synthetic 2D dataset (``nnunetv2_asyco.synthetic``): ``--n-train``
+1. write a synthetic 2D dataset (``nnunetv2_asyco.synthetic``, ``--difficulty hard``
+   and 5 classes by default: organ, low-contrast inner structure, three small
+   boundary structures; subjects differ in shape, size, contrast, noise, blur
+   and bias field): ``--n-train``
    training cases (nnU-Net's fold 0 uses 80% of them for training), a fixed
    held-out test set (imagesTs/labelsTs, ``--n-test`` cases) and, optionally,
    ``--n-extra-unlabeled`` extra unlabeled scans (imagesUnlabeled);
@@ -37,9 +40,9 @@ Empty-mask conventions (per test case and class):
   worst-case penalty (``hd95_note=empty_prediction`` / ``empty_reference``);
   otherwise medpy's hd95 with the image spacing.
 
-Example (the reduced protocol of benchmarks/results/quality.md)::
-
-    python benchmarks/quality/run_quality.py --fractions 0.05 0.1 --seeds 0 --iterations 600
+The defaults are the full protocol (5% and 10% labels, 3 seeds, 1000
+iterations per method, about 1.5 hours on a 2-core CPU). The runs behind
+benchmarks/results/quality.md are listed in benchmarks/results/quality_notes.md.
 """
 import argparse
 import csv
@@ -56,6 +59,7 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 BENCH_TRAINER_DIR = os.path.join(HERE, "trainers")
 sys.path.insert(0, BENCH_TRAINER_DIR)
 import budget_trainers  # noqa: E402
+from nnunetv2_asyco.synthetic import DIFFICULTIES  # noqa: E402
 from nnunetv2_asyco.training.asyco_variants import ABLATIONS  # noqa: E402
 
 # method key -> (trainer base name, trained on the labeled subset)
@@ -70,13 +74,14 @@ METHODS = {
 }
 DEFAULT_METHODS = ("labeled_only", "mean_teacher", "cps", "asyco", "full")
 DATASET_NAME = "AsyCoQuality"
-PLANS = "nnUNetPlansQuality"
+PLANS = "nnUNetPlansQuality"  # the small CPU plans
+DEFAULT_PLANS = "nnUNetPlans"  # nnU-Net's own plans, unedited (--default-plans, for GPU runs)
 PATH_VARS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
 CSV_COLUMNS = ("method", "trainer", "iterations", "fraction", "n_labeled", "seed", "case", "class", "dice", "hd95",
                "hd95_note")
 # what the dataset and plans depend on; results made with other values are not comparable
-SETUP_KEYS = ("dataset_id", "n_train", "n_test", "n_extra_unlabeled", "data_seed", "patch", "batch_size",
-              "max_features", "iterations")
+SETUP_KEYS = ("dataset_id", "n_train", "n_test", "n_extra_unlabeled", "data_seed", "difficulty", "num_classes",
+              "patch", "batch_size", "max_features", "iterations")
 
 
 class BenchError(RuntimeError):
@@ -125,7 +130,10 @@ def run_cmd(cmd: list, env: dict, log: str) -> float:
 # dataset, plans
 # ---------------------------------------------------------------------------------------
 def setup_dict(args) -> dict:
-    return {k: getattr(args, k) for k in SETUP_KEYS}
+    setup = {k: getattr(args, k) for k in SETUP_KEYS}
+    if args.plans == DEFAULT_PLANS:  # patch, batch and widths are nnU-Net's choice then
+        setup.update(plans=DEFAULT_PLANS, patch=None, batch_size=None, max_features=None)
+    return setup
 
 
 def check_setup(args) -> None:
@@ -162,7 +170,7 @@ def prepare_dataset(args, env: dict) -> str:
           f"{args.n_extra_unlabeled} extra unlabeled cases", flush=True)
     raw = write_synthetic_dataset(env["nnUNet_raw"], args.dataset_id, DATASET_NAME, dim=2, shape=(128, 128),
                                   n_train=args.n_train, n_test=args.n_test, n_unlabeled=args.n_extra_unlabeled,
-                                  num_classes=3, seed=args.data_seed)
+                                  num_classes=args.num_classes, seed=args.data_seed, difficulty=args.difficulty)
     did = str(args.dataset_id)
     run_cmd([find_cli("nnUNetv2_plan_and_preprocess"), "-d", did, "-c", "2d", "-np", "2", "-npfp", "2"], env,
             os.path.join(logs, "plan_and_preprocess.log"))
@@ -170,9 +178,10 @@ def prepare_dataset(args, env: dict) -> str:
             f"print(make_small_plans(int(sys.argv[1]), 'nnUNetPlans', '{PLANS}', "
             f"patch_size={{'2d': ({args.patch}, {args.patch})}}, batch_size={args.batch_size}, "
             f"max_features={args.max_features}))")
-    run_cmd([sys.executable, "-c", code, did], env, os.path.join(logs, "small_plans.log"))
+    if args.plans == PLANS:
+        run_cmd([sys.executable, "-c", code, did], env, os.path.join(logs, "small_plans.log"))
     if args.n_extra_unlabeled:
-        run_cmd([find_cli("nnUNetv2_asyco_preprocess_unlabeled"), "-d", did, "-c", "2d", "-p", PLANS, "-np", "2"],
+        run_cmd([find_cli("nnUNetv2_asyco_preprocess_unlabeled"), "-d", did, "-c", "2d", "-p", args.plans, "-np", "2"],
                 env, os.path.join(logs, "preprocess_unlabeled.log"))
     with open(marker, "w") as f:
         json.dump(current, f, indent=2)
@@ -291,17 +300,17 @@ def run_one(args, env: dict, raw: str, method: str, fraction: float, n_labeled: 
     logs = os.path.join(args.work, "logs", rid)
     did = str(args.dataset_id)
     print(f"[run] {rid}: {trainer}", flush=True)
-    train_seconds = run_cmd([find_cli("nnUNetv2_train"), did, "2d", "0", "-p", PLANS, "-tr", trainer,
+    train_seconds = run_cmd([find_cli("nnUNetv2_train"), did, "2d", "0", "-p", args.plans, "-tr", trainer,
                              "-device", args.device], train_env(args, run_env),
                             os.path.join(logs, "train.log"))
     pred = os.path.join(args.work, "predictions", rid)
     shutil.rmtree(pred, ignore_errors=True)
     predict_seconds = run_cmd([find_cli("nnUNetv2_predict"), "-i", os.path.join(raw, "imagesTs"), "-o", pred,
-                               "-d", did, "-c", "2d", "-f", "0", "-p", PLANS, "-tr", trainer, "-npp", "1",
+                               "-d", did, "-c", "2d", "-f", "0", "-p", args.plans, "-tr", trainer, "-npp", "1",
                                "-nps", "1", "-device", args.device], run_env, os.path.join(logs, "predict.log"))
     rows = score_run(raw, pred)
     fold_dir = os.path.join(results_root, f"Dataset{args.dataset_id:03d}_{DATASET_NAME}",
-                            f"{trainer}__{PLANS}__2d", "fold_0")
+                            f"{trainer}__{args.plans}__2d", "fold_0")
     record = training_record(os.path.join(fold_dir, "checkpoint_final.pth"), budget_trainers.ITERATIONS_PER_EPOCH)
     record.update(method=method, trainer=trainer, iterations=args.iterations, fraction=fraction,
                   n_labeled=n_labeled, seed=seed, train_seconds=train_seconds, predict_seconds=predict_seconds,
@@ -338,8 +347,8 @@ def main(argv=None) -> int:
     p.add_argument("--fractions", nargs="+", type=float, default=[0.05, 0.1],
                    help="labeled fractions of fold 0's training cases (default: 0.05 0.1)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="labeled-subset seeds (default: 0 1 2)")
-    p.add_argument("--iterations", type=int, default=2000, choices=budget_trainers.BUDGETS,
-                   help="training iterations of every method (default: 2000)")
+    p.add_argument("--iterations", type=int, default=1000, choices=budget_trainers.BUDGETS,
+                   help="training iterations of every method (default: 1000)")
     p.add_argument("--dataset-id", type=int, default=991)
     p.add_argument("--n-train", type=int, default=100, help="training cases (fold 0 trains on 80%%; default 100)")
     p.add_argument("--n-test", type=int, default=20, help="held-out test cases (default: 20)")
@@ -347,9 +356,16 @@ def main(argv=None) -> int:
                    help="extra unlabeled scans in imagesUnlabeled, used by the semi-supervised methods on top of "
                         "fold 0's unlabeled training cases (default: 0)")
     p.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic dataset (default: 0)")
+    p.add_argument("--difficulty", choices=DIFFICULTIES, default="hard",
+                   help="synthetic generator setting (nnunetv2_asyco.synthetic; default: hard)")
+    p.add_argument("--num-classes", type=int, default=5, choices=range(1, 8), metavar="{1..7}",
+                   help="foreground classes: organ, low-contrast inner structure, small boundary structures "
+                        "(default: 5)")
     p.add_argument("--patch", type=int, default=64, help="2d patch edge of the small plans (default: 64)")
     p.add_argument("--batch-size", type=int, default=4, help="batch size of the small plans (default: 4)")
     p.add_argument("--max-features", type=int, default=16, help="feature cap of the small plans (default: 16)")
+    p.add_argument("--default-plans", action="store_true",
+                   help="train with nnU-Net's own 2d plans (nnUNetPlans) instead of the small CPU plans; for GPU runs")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--n-proc-da", type=int, default=2, help="nnUNet_n_proc_DA for training (default: 2)")
     p.add_argument("--torch-threads", type=int, default=None,
@@ -359,6 +375,7 @@ def main(argv=None) -> int:
     p.add_argument("--setup-only", action="store_true", help="prepare dataset and plans, then stop")
     args = p.parse_args(argv)
     args.work = os.path.abspath(args.work)
+    args.plans = DEFAULT_PLANS if args.default_plans else PLANS
     args.runs_dir = os.path.join(os.path.abspath(args.results), "quality_runs")
 
     t0 = time.time()

@@ -1,0 +1,66 @@
+#!/bin/bash
+# GPU checks in one go (issue 4's GPU rows, issue 5's CUDA run), each stage time-boxed so a short lease gets all:
+#   1. cost benchmark on CUDA (same small plans and batch as benchmarks/results/cost_cpu.md; eager, nnU-Net's AMP)
+#   2. quality benchmark with nnU-Net's default 2d plans: 5% labels, seed 0, 1000 iterations
+#   3. AsyCo through nnUNetv2_train with torch.compile (nnU-Net's CUDA default) and AMP, 1 epoch, then predict
+# Logs and results are packed into $OUT/gpu_results.tar.gz (default OUT=/tmp/asyco_gpu_out); work files go to $WORK.
+# Needs the package with the bench extra. On a machine without package access, put wheels in .whl/
+# (see benchmarks/README section "GPU checks") and they are installed to /tmp/site first.
+set -u
+OUT=${OUT:-/tmp/asyco_gpu_out}
+WORK=${WORK:-/tmp/asyco_gpu_work}
+RES="$WORK/results"
+mkdir -p "$OUT" "$RES"
+export PYTHONUNBUFFERED=1 nnUNet_def_n_proc=8
+trap 'tar czf "$OUT/gpu_results.tar.gz" -C "$WORK" results' EXIT
+
+STAGES=${STAGES:-cost quality compile}  # a subset reruns only those
+if [ -d .whl ] && [ ! -d /tmp/site/nnunetv2 ]; then
+    python3 - <<'EOF' || exit 1
+import tarfile
+with tarfile.open(".whl/sitk.tar.xz") as t:
+    t.extractall("/tmp/site", filter="fully_trusted")
+EOF
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-build-isolation --target /tmp/site \
+        .whl/*.whl . > "$RES/install.txt" 2>&1 || { tail -20 "$RES/install.txt"; exit 1; }
+    cp -r .whl/extra/* /tmp/site/  # pure-Python packages without a wheel (sdist-only on PyPI)
+    # after the interpreter's own site-packages (a .pth, not PYTHONPATH, which would go before the stdlib)
+    echo /tmp/site > "$(python3 -c 'import site; print(site.getsitepackages()[0])')/asyco_gpu_site.pth"
+fi
+[ -d /tmp/site/bin ] && export PATH=/tmp/site/bin:$PATH
+PY=$(command -v python3)
+{ nvidia-smi; $PY -c "import torch, nnunetv2_asyco; print('torch', torch.__version__, torch.cuda.get_device_name(0))"; } \
+    > "$RES/device.txt" 2>&1
+tail -2 "$RES/device.txt"
+
+stage() {  # stage <name> <seconds> <command...>: output to $RES/<name>.log; its whole process group ends at the limit
+    local name=$1 limit=$2; shift 2
+    case " $STAGES " in *" $name "*) ;; *) return ;; esac
+    local t0=$SECONDS
+    setsid "$@" > "$RES/$name.log" 2>&1 &
+    local pid=$!
+    ( sleep "$limit"; kill -TERM -- -$pid 2>/dev/null; sleep 5; kill -KILL -- -$pid 2>/dev/null ) &
+    local watchdog=$!
+    wait $pid
+    local rc=$?
+    kill $watchdog 2>/dev/null
+    kill -KILL -- -$pid 2>/dev/null
+    echo "$name: exit $rc after $((SECONDS - t0)) s"
+}
+
+stage cost 200 env nnUNet_compile=false $PY benchmarks/cost/run_cost.py --work "$WORK/cost" --device cuda \
+    --steps 20 --patch 64 --batch 12 --max-features 256 --results "$RES"
+stage quality 250 $PY benchmarks/quality/run_quality.py --work "$WORK/quality" --results "$RES/quality" \
+    --default-plans --device cuda --n-proc-da 8 --fractions 0.05 --seeds 0 --iterations 1000 \
+    --methods full labeled_only asyco cps
+Q="$WORK/quality"
+stage compile 150 env nnUNet_compile=true nnUNet_raw=$Q/nnUNet_raw nnUNet_preprocessed=$Q/nnUNet_preprocessed \
+    nnUNet_results=$WORK/compile_results nnUNet_n_proc_DA=8 nnUNet_extTrainer="$(nnUNetv2_asyco_trainer_dir)" \
+    bash -c "nnUNetv2_train 991 2d 0 -tr nnUNetTrainerAsyCo_1epoch -device cuda && \
+             mkdir -p $WORK/ts2 && cp $Q/nnUNet_raw/Dataset991_AsyCoQuality/imagesTs/test_00[01]_0000.nii.gz $WORK/ts2/ && \
+             nnUNetv2_predict -i $WORK/ts2 -o $WORK/compile_pred -d 991 -c 2d -f 0 -tr nnUNetTrainerAsyCo_1epoch \
+                 -device cuda -npp 1 -nps 1 && ls $WORK/compile_pred"
+cp "$WORK"/compile_results/Dataset991_AsyCoQuality/*/fold_0/training_log_*.txt "$RES/compile_training_log.txt" 2>/dev/null
+grep -h "Epoch time\|compile\|Pseudo\|Error" "$RES/compile.log" | tail -6
+grep -h "done\|FAIL\|Error" "$RES/quality.log" | tail -6
+tail -12 "$RES/cost.log"
