@@ -44,7 +44,8 @@ ABLATION_LABELS = {
     "asyco_unlabeledConsistencyOnly": "consistency on unlabeled samples only",
     "asyco_fullResConsistency": "consistency at full resolution only",
     "asyco_representationBottleneck": "representation cons. also on the bottleneck",
-    "asyco_consistencyX10": "consistency weights x10 (a_bo = a_ih = 10, a_rep = 1)"}
+    "asyco_consistencyX10": "consistency weights x10 (a_bo = a_ih = 10, a_rep = 1)",  # archived runs (old defaults)
+    "asyco_lowConsistencyWeights": "first defaults: consistency weights / 10 (a_bo = a_ih = 1, a_rep = 0.1)"}
 LABELS = {**MAIN_LABELS, **{k: "AsyCo " + v for k, v in ABLATION_LABELS.items()}}
 ORDER = list(MAIN_LABELS)
 

@@ -60,12 +60,12 @@ class nnUNetTrainerAsyCo_representationBottleneck(nnUNetTrainerAsyCo):
     representation_layers = "decoder+bottleneck"
 
 
-class nnUNetTrainerAsyCo_consistencyX10(nnUNetTrainerAsyCo):
-    """Ten times the consistency weights (a_bo = a_ih = 10, a_rep = 1): the probability-MSE terms are
-    ~1e-2 against a supervised loss of order 1, so at the default weights they barely steer training."""
-    weight_branch_output = 10.0
-    weight_inter_head = 10.0
-    weight_representation = 1.0
+class nnUNetTrainerAsyCo_lowConsistencyWeights(nnUNetTrainerAsyCo):
+    """The first defaults, a tenth of today's consistency weights (a_bo = a_ih = 1, a_rep = 0.1): with them the
+    probability-MSE terms were ~1% of the supervised loss and AsyCo trained like two supervised networks."""
+    weight_branch_output = 1.0
+    weight_inter_head = 1.0
+    weight_representation = 0.1
 
 
 # every ablation trainer: one part off, or the alternative for one open choice (the quality benchmark runs these)
@@ -74,7 +74,7 @@ ABLATIONS = (nnUNetTrainerAsyCo_noRemap, nnUNetTrainerAsyCo_noBranchOutput, nnUN
              nnUNetTrainerAsyCo_remapPerScale, nnUNetTrainerAsyCo_remapAlways,
              nnUNetTrainerAsyCo_noRemappedSupervision, nnUNetTrainerAsyCo_unlabeledConsistencyOnly,
              nnUNetTrainerAsyCo_fullResConsistency, nnUNetTrainerAsyCo_representationBottleneck,
-             nnUNetTrainerAsyCo_consistencyX10)
+             nnUNetTrainerAsyCo_lowConsistencyWeights)
 
 
 class nnUNetTrainerAsyCo_residualB(nnUNetTrainerAsyCo):
