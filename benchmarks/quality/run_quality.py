@@ -41,7 +41,7 @@ Empty-mask conventions (per test case and class):
   otherwise medpy's hd95 with the image spacing.
 
 The defaults are the full protocol (5% and 10% labels, 3 seeds, 1000
-iterations per method, about 1.5 hours on a 2-core CPU). The runs behind
+iterations per method, about 1 h 45 min on a 2-core CPU). The runs behind
 benchmarks/results/quality.md are listed in benchmarks/results/quality_notes.md.
 """
 import argparse
