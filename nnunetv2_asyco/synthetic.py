@@ -31,6 +31,7 @@ import glob
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
@@ -59,12 +60,30 @@ _BLUR_SIGMA = 0.8  # voxels; softens edges like partial volume
 _SLOT_ANGLES = (0.0, 55.0, -55.0, 110.0, -110.0)
 _SLOT_JITTER = 5.0
 
-DIFFICULTIES = ("standard", "hard")
 
 
-def _check_difficulty(difficulty: str) -> None:
-    if difficulty not in DIFFICULTIES:
+@dataclass(frozen=True)
+class Variability:
+    """How much subjects differ: what separates the "standard" from the "hard" generator."""
+    organ_axes: Tuple[float, float]  # organ semi-axes, fraction of the image edge
+    organ_rotation_deg: float
+    small_radius: Optional[Tuple[float, float]]  # boundary structures, fraction of the organ's smallest axis
+    bias_strength: float  # times the +-20 % bias field
+    elastic: bool  # smooth random deformation of the whole anatomy
+    subject_appearance: bool  # per-subject tissue means, noise level and blur
+
+
+VARIABILITY = {
+    "standard": Variability((0.26, 0.36), 30.0, None, 1.0, elastic=False, subject_appearance=False),
+    "hard": Variability((0.22, 0.38), 45.0, (0.09, 0.19), 1.8, elastic=True, subject_appearance=True),
+}
+DIFFICULTIES = tuple(VARIABILITY)
+
+
+def variability(difficulty: str) -> Variability:
+    if difficulty not in VARIABILITY:
         raise ValueError(f"difficulty must be one of {DIFFICULTIES}, got {difficulty!r}.")
+    return VARIABILITY[difficulty]
 
 
 def default_shape(dim: int) -> Tuple[int, ...]:
@@ -140,11 +159,10 @@ def structure_masks(rng: np.random.Generator, shape: Sequence[int], num_classes:
     Masks of labels >= 2 are disjoint and lie inside the organ (label 1) by
     construction; painting them over the organ gives the label map.
     """
-    _check_difficulty(difficulty)
-    hard = difficulty == "hard"
+    var = variability(difficulty)
     dim = len(shape)
     size = np.asarray(shape, dtype=float)
-    coords = _elastic_coords(rng, shape) if hard else np.indices(shape, dtype=float)
+    coords = _elastic_coords(rng, shape) if var.elastic else np.indices(shape, dtype=float)
     eye = np.eye(dim)
 
     body_c = (size - 1) / 2 + rng.uniform(-0.02, 0.02, dim) * size
@@ -152,8 +170,8 @@ def structure_masks(rng: np.random.Generator, shape: Sequence[int], num_classes:
     body = _ellipsoid(coords, body_c, body_a, eye)
 
     organ_c = (size - 1) / 2 + rng.uniform(-0.05, 0.05, dim) * size
-    organ_a = size * (rng.uniform(0.22, 0.38, dim) if hard else rng.uniform(0.26, 0.36, dim))
-    organ_r = _rotation_matrix(rng, dim, 45.0 if hard else 30.0)
+    organ_a = size * rng.uniform(*var.organ_axes, dim)
+    organ_r = _rotation_matrix(rng, dim, var.organ_rotation_deg)
     # Keep the organ inside the body: in coordinates where the body is the unit
     # ball, the organ reaches at most |centre| + its largest semi-axis from 0.
     centre_n = np.linalg.norm((organ_c - body_c) / body_a)
@@ -182,9 +200,9 @@ def structure_masks(rng: np.random.Generator, shape: Sequence[int], num_classes:
     for k, angle in zip(range(3, num_classes + 1), _SLOT_ANGLES):
         t = np.deg2rad(angle + rng.uniform(-_SLOT_JITTER, _SLOT_JITTER))
         center = to_image(rng.uniform(0.70, 0.76) * (np.cos(t) * u + np.sin(t) * w))
-        radius = organ_a.min() * rng.uniform(0.17, 0.21)
-        if hard:  # smaller, but at least 1.5 voxels so small images keep them; <= 0.21 keeps them disjoint
-            radius = min(max(organ_a.min() * rng.uniform(0.09, 0.19), 1.5), organ_a.min() * 0.21)
+        radius = organ_a.min() * rng.uniform(0.17, 0.21)  # drawn in every mode: the random stream stays the same
+        if var.small_radius:  # at least 1.5 voxels so small images keep them; <= 0.21 keeps them disjoint
+            radius = min(max(organ_a.min() * rng.uniform(*var.small_radius), 1.5), organ_a.min() * 0.21)
         masks[k] = _ellipsoid(coords, center, [radius] * dim, eye)
     return body, masks
 
@@ -199,7 +217,7 @@ def _bias_field(rng: np.random.Generator, shape: Sequence[int], strength: float 
 
 
 def _subject_means(rng: np.random.Generator, means: Dict[object, float]) -> Dict[object, float]:
-    """Hard difficulty: the subject's own tissue intensities (+-8 %), with class 2 only 12-36 units above class 1."""
+    """The subject's own tissue intensities (+-8 %), with class 2 only 12-36 units above class 1."""
     out = {t: (v if t == "air" else v * rng.uniform(0.92, 1.08)) for t, v in means.items()}
     if 1 in out and 2 in out:
         out[2] = out[1] + (means[2] - means[1]) * rng.uniform(0.4, 1.2)
@@ -215,17 +233,17 @@ def generate_case(rng: np.random.Generator, shape: Sequence[int], num_classes: i
     """
     if not 1 <= num_classes <= MAX_CLASSES:
         raise ValueError(f"num_classes must be in 1..{MAX_CLASSES}, got {num_classes}.")
-    hard = difficulty == "hard"
+    var = variability(difficulty)
     body, masks = structure_masks(rng, shape, num_classes, difficulty)
     labels = np.zeros(shape, dtype=np.uint8)
     for k, m in masks.items():
         labels[m] = k
-    bias = _bias_field(rng, shape, strength=1.8 if hard else 1.0)
-    noise_sigma = rng.uniform(12.0, 28.0) if hard else _NOISE_SIGMA
-    blur_sigma = rng.uniform(0.7, 1.6) if hard else _BLUR_SIGMA
+    bias = _bias_field(rng, shape, strength=var.bias_strength)
+    noise_sigma = rng.uniform(12.0, 28.0) if var.subject_appearance else _NOISE_SIGMA
+    blur_sigma = rng.uniform(0.7, 1.6) if var.subject_appearance else _BLUR_SIGMA
     images = np.empty((n_channels, *shape), dtype=np.float32)
     for c in range(n_channels):
-        means = _subject_means(rng, channel_means(c)) if hard else channel_means(c)
+        means = _subject_means(rng, channel_means(c)) if var.subject_appearance else channel_means(c)
         img = np.full(shape, means["air"])
         img[body] = means["body"]
         for k in range(1, num_classes + 1):
@@ -281,7 +299,7 @@ def write_synthetic_dataset(raw_root: str, dataset_id: int, name: str = "AsyCoSy
         raise ValueError("need n_train >= 1, n_test >= 0, n_unlabeled >= 0, n_channels >= 1.")
     if not 1 <= num_classes <= MAX_CLASSES:
         raise ValueError(f"num_classes must be in 1..{MAX_CLASSES}, got {num_classes}.")
-    _check_difficulty(difficulty)
+    variability(difficulty)  # unknown names fail before anything is written
 
     folder = _dataset_folder(raw_root, dataset_id, name)
     counts = {"train": n_train, "test": n_test, "unlabeled": n_unlabeled}
