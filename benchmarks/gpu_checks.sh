@@ -1,7 +1,7 @@
 #!/bin/bash
 # GPU checks in one go (issue 4's GPU rows, issue 5's CUDA run), each stage time-boxed so a short lease gets all:
 #   1. cost benchmark on CUDA (same small plans and batch as benchmarks/results/cost_cpu.md; eager, nnU-Net's AMP)
-#   2. quality benchmark with nnU-Net's default 2d plans: 5% labels, seed 0, 1000 iterations
+#   2. quality benchmark with nnU-Net's default 2d plans: 5% and 10% labels, seed 0, 1000 iterations, 5 runs at once
 #   3. AsyCo through nnUNetv2_train with torch.compile (nnU-Net's CUDA default) and AMP, 1 epoch, then predict
 # Logs and results are packed into $OUT/gpu_results.tar.gz (default OUT=/tmp/asyco_gpu_out); work files go to $WORK.
 # Needs the package with the bench extra. On a machine without package access, put wheels in .whl/
@@ -50,9 +50,11 @@ stage() {  # stage <name> <seconds> <command...>: output to $RES/<name>.log; its
 
 stage cost 200 env nnUNet_compile=false $PY benchmarks/cost/run_cost.py --work "$WORK/cost" --device cuda \
     --steps 20 --patch 64 --batch 12 --max-features 256 --results "$RES"
-stage quality 250 $PY benchmarks/quality/run_quality.py --work "$WORK/quality" --results "$RES/quality" \
-    --default-plans --device cuda --n-proc-da 8 --fractions 0.05 --seeds 0 --iterations 1000 \
-    --methods full labeled_only asyco cps
+# five trainings at once: each small 2d network leaves most of the GPU idle (launch-bound)
+stage quality ${QUALITY_LIMIT:-480} $PY benchmarks/quality/run_quality.py --work "$WORK/quality" --results "$RES/quality" \
+    --default-plans --device cuda --n-proc 8 --n-proc-da 2 --torch-threads 2 --parallel 5 \
+    --fractions ${QUALITY_FRACTIONS:-0.05 0.1} --seeds 0 --iterations 1000 \
+    --methods ${QUALITY_METHODS:-full labeled_only mean_teacher cps asyco}
 Q="$WORK/quality"
 stage compile 150 env nnUNet_compile=true nnUNet_raw=$Q/nnUNet_raw nnUNet_preprocessed=$Q/nnUNet_preprocessed \
     nnUNet_results=$WORK/compile_results nnUNet_n_proc_DA=8 nnUNet_extTrainer="$(nnUNetv2_asyco_trainer_dir)" \

@@ -134,6 +134,10 @@ def markdown(scores: pd.DataFrame, records: dict, setup: dict, failed: list, df:
              if m == method and nl == n and r.get("seconds_per_iteration")]
         return f"{np.mean(v):.3f}" if v else "n/a"
 
+    devices = {r.get("device", "cpu") for r in records.values()}
+    where = ("on a shared 2-core CPU" if devices == {"cpu"} else
+             "on a GPU shared by runs trained at the same time (see the runs' notes)" if devices == {"cuda"} else
+             f"on mixed devices ({', '.join(sorted(devices))})")
     plans = ("nnU-Net's default plans" if setup.get("plans") == "nnUNetPlans" else "nnU-Net small CPU plans")
     generator = f"{setup['difficulty']} generator, " if "difficulty" in setup else ""
     lines = [f"# Quality benchmark (synthetic 2D, {generator}{plans})", ""]
@@ -152,7 +156,7 @@ def markdown(scores: pd.DataFrame, records: dict, setup: dict, failed: list, df:
         "(worst case).",
         "- Gap closure = (method - labeled-only) / (fully supervised - labeled-only), on mean Dice, per seed.",
         "- s/it: median training epoch time / iterations per epoch (includes the epoch's few validation "
-        "iterations and per-epoch overhead), on a shared 2-core CPU: indicative only.",
+        f"iterations and per-epoch overhead), {where}: indicative only.",
         ""]
     if failed:
         lines += [f"- **Failed runs** (see quality_runs/*.failed.txt): {', '.join(failed)}", ""]

@@ -109,10 +109,16 @@ def base_env(args) -> dict:
     return env
 
 
+def say(message: str) -> None:
+    """One line to stdout in a single write (parallel runs must not interleave within a line)."""
+    sys.stdout.write(message + "\n")
+    sys.stdout.flush()
+
+
 def run_cmd(cmd: list, env: dict, log: str) -> float:
     """Run a child process with its output in ``log``; return wall seconds; raise BenchError on failure."""
     os.makedirs(os.path.dirname(log), exist_ok=True)
-    print(f"  $ {' '.join(cmd)}   (log: {log})", flush=True)
+    say(f"  $ {' '.join(cmd)}   (log: {log})")
     start = time.time()
     with open(log, "w") as f:
         f.write("$ " + " ".join(cmd) + "\n")
@@ -172,7 +178,8 @@ def prepare_dataset(args, env: dict) -> str:
                                   n_train=args.n_train, n_test=args.n_test, n_unlabeled=args.n_extra_unlabeled,
                                   num_classes=args.num_classes, seed=args.data_seed, difficulty=args.difficulty)
     did = str(args.dataset_id)
-    run_cmd([find_cli("nnUNetv2_plan_and_preprocess"), "-d", did, "-c", "2d", "-np", "2", "-npfp", "2"], env,
+    run_cmd([find_cli("nnUNetv2_plan_and_preprocess"), "-d", did, "-c", "2d", "-np", str(args.n_proc), "-npfp",
+             str(args.n_proc)], env,
             os.path.join(logs, "plan_and_preprocess.log"))
     code = ("import sys; from nnunetv2_asyco.small_plans import make_small_plans; "
             f"print(make_small_plans(int(sys.argv[1]), 'nnUNetPlans', '{PLANS}', "
@@ -181,7 +188,8 @@ def prepare_dataset(args, env: dict) -> str:
     if args.plans == PLANS:
         run_cmd([sys.executable, "-c", code, did], env, os.path.join(logs, "small_plans.log"))
     if args.n_extra_unlabeled:
-        run_cmd([find_cli("nnUNetv2_asyco_preprocess_unlabeled"), "-d", did, "-c", "2d", "-p", args.plans, "-np", "2"],
+        run_cmd([find_cli("nnUNetv2_asyco_preprocess_unlabeled"), "-d", did, "-c", "2d", "-p", args.plans, "-np",
+                 str(args.n_proc)],
                 env, os.path.join(logs, "preprocess_unlabeled.log"))
     with open(marker, "w") as f:
         json.dump(current, f, indent=2)
@@ -299,7 +307,7 @@ def run_one(args, env: dict, raw: str, method: str, fraction: float, n_labeled: 
     run_env = dict(env, nnUNet_results=results_root)
     logs = os.path.join(args.work, "logs", rid)
     did = str(args.dataset_id)
-    print(f"[run] {rid}: {trainer}", flush=True)
+    say(f"[run] {rid}: {trainer}")
     train_seconds = run_cmd([find_cli("nnUNetv2_train"), did, "2d", "0", "-p", args.plans, "-tr", trainer,
                              "-device", args.device], train_env(args, run_env),
                             os.path.join(logs, "train.log"))
@@ -330,10 +338,30 @@ def run_one(args, env: dict, raw: str, method: str, fraction: float, n_labeled: 
     if os.path.isfile(stale):
         os.remove(stale)
     spi = record["seconds_per_iteration"]
-    print(f"[done] {rid}: train {train_seconds:.0f} s ({spi:.3f} s/iteration), predict {predict_seconds:.0f} s, "
-          f"mean Dice {sum(r[2] for r in rows if not math.isnan(r[2])) / max(1, sum(not math.isnan(r[2]) for r in rows)):.4f}",
-          flush=True)
+    say(f"[done] {rid}: train {train_seconds:.0f} s ({spi:.3f} s/iteration), predict {predict_seconds:.0f} s, "
+          f"mean Dice {sum(r[2] for r in rows if not math.isnan(r[2])) / max(1, sum(not math.isnan(r[2]) for r in rows)):.4f}")
     return "done"
+
+
+def run_block(args, env: dict, raw: str, block: list, seed: int) -> list:
+    """Run (method, fraction, n_labeled, subset) jobs, ``args.parallel`` at a time; return the failures."""
+    def one(job):
+        method, fraction, n_labeled, subset = job
+        try:
+            run_one(args, env, raw, method, fraction, n_labeled, seed, subset)
+        except BenchError as e:
+            rid = run_id(method, n_labeled if METHODS[method][1] else None, seed)
+            say(f"[FAILED] {rid}: {e}")
+            return rid, str(e)
+        return None
+
+    if args.parallel == 1:
+        outcomes = [one(job) for job in block]
+    else:  # child processes do the work; threads only wait for them
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(args.parallel) as pool:
+            outcomes = list(pool.map(one, block))
+    return [o for o in outcomes if o is not None]
 
 
 def main(argv=None) -> int:
@@ -372,6 +400,11 @@ def main(argv=None) -> int:
                    help="torch CPU threads in training (default: nnU-Net's, the core count); 1 helps on a busy CPU")
     p.add_argument("--omp-wait-policy", default="PASSIVE",
                    help="OMP_WAIT_POLICY of every child process (default: PASSIVE; '' keeps the environment's)")
+    p.add_argument("--parallel", type=int, default=1,
+                   help="training runs at once within one seed and fraction (default: 1; more for a GPU with "
+                        "spare capacity: the small networks use a fraction of it)")
+    p.add_argument("--n-proc", type=int, default=2,
+                   help="processes for nnU-Net's planning/preprocessing (-np/-npfp; default: 2)")
     p.add_argument("--setup-only", action="store_true", help="prepare dataset and plans, then stop")
     args = p.parse_args(argv)
     args.work = os.path.abspath(args.work)
@@ -389,25 +422,18 @@ def main(argv=None) -> int:
         n_fold_train = len(fold0_train_cases(env, args.dataset_id))
         from nnunetv2_asyco.data.labeled_subset import budget_from_fraction
         for seed in args.seeds:
-            # the upper bound first: every gap closure of this seed needs it
-            if "full" in args.methods:
-                try:
-                    run_one(args, env, raw, "full", 1.0, n_fold_train, seed)
-                except BenchError as e:
-                    failures.append((run_id("full", None, seed), str(e)))
-                    print(f"[FAILED] {failures[-1][0]}: {e}", flush=True)
-            for fraction in args.fractions:
+            for i, fraction in enumerate(args.fractions):
                 subset_methods = [m for m in args.methods if METHODS[m][1]]
                 n_labeled = budget_from_fraction(fraction, n_fold_train)
                 pending = [m for m in subset_methods
                            if not os.path.isfile(os.path.join(args.runs_dir, run_id(m, n_labeled, seed) + ".csv"))]
+                # one subset file per dataset: every run of this block reads the same one, so the next
+                # fraction's subset is written only after the whole block has finished
                 subset = write_subset(args, env, fraction, seed) if pending else None
-                for method in subset_methods:
-                    try:
-                        run_one(args, env, raw, method, fraction, n_labeled, seed, subset)
-                    except BenchError as e:
-                        failures.append((run_id(method, n_labeled, seed), str(e)))
-                        print(f"[FAILED] {failures[-1][0]}: {e}", flush=True)
+                # the upper bound first (with the first block): every gap closure of this seed needs it
+                block = ([("full", 1.0, n_fold_train, None)] if i == 0 and "full" in args.methods else [])
+                block += [(m, fraction, n_labeled, subset) for m in subset_methods]
+                failures += run_block(args, env, raw, block, seed)
     except BenchError as e:
         print(f"ERROR: {e}", file=sys.stderr)
         return 1
