@@ -18,6 +18,8 @@ One command runs the whole protocol with real nnU-Net commands as child processe
    method's ``_bench<N>`` trainer (same plans, same subset, same N iterations;
    ``benchmarks/quality/trainers/budget_trainers.py``); the fully supervised
    upper bound (stock ``nnUNetTrainer`` on all labels of fold 0) once per seed;
+   ``--parallel N`` trains N of one (seed, fraction) block at once (for a GPU
+   that one small network leaves mostly idle);
 4. ``nnUNetv2_predict`` on imagesTs (``-npp 1 -nps 1``), Dice per class and
    case with nnU-Net's ``compute_metrics_on_folder``, HD95 per class and case
    with ``medpy.metric.binary.hd95``;
@@ -339,7 +341,7 @@ def run_one(args, env: dict, raw: str, method: str, fraction: float, n_labeled: 
         os.remove(stale)
     spi = record["seconds_per_iteration"]
     say(f"[done] {rid}: train {train_seconds:.0f} s ({spi:.3f} s/iteration), predict {predict_seconds:.0f} s, "
-          f"mean Dice {sum(r[2] for r in rows if not math.isnan(r[2])) / max(1, sum(not math.isnan(r[2]) for r in rows)):.4f}")
+        f"mean Dice {sum(r[2] for r in rows if not math.isnan(r[2])) / max(1, sum(not math.isnan(r[2]) for r in rows)):.4f}")
     return "done"
 
 
@@ -407,6 +409,8 @@ def main(argv=None) -> int:
                    help="processes for nnU-Net's planning/preprocessing (-np/-npfp; default: 2)")
     p.add_argument("--setup-only", action="store_true", help="prepare dataset and plans, then stop")
     args = p.parse_args(argv)
+    if args.parallel < 1 or args.n_proc < 1:
+        p.error("--parallel and --n-proc need a positive number (1 = one at a time)")
     args.work = os.path.abspath(args.work)
     args.plans = DEFAULT_PLANS if args.default_plans else PLANS
     args.runs_dir = os.path.join(os.path.abspath(args.results), "quality_runs")
