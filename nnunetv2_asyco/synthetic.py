@@ -61,7 +61,6 @@ _SLOT_ANGLES = (0.0, 55.0, -55.0, 110.0, -110.0)
 _SLOT_JITTER = 5.0
 
 
-
 @dataclass(frozen=True)
 class Variability:
     """How much subjects differ: what separates the "standard" from the "hard" generator."""

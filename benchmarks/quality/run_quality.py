@@ -202,9 +202,9 @@ def write_subset(args, env: dict, fraction: float, seed: int) -> dict:
     run_cmd([find_cli("nnUNetv2_asyco_labeled_subset"), "-d", str(args.dataset_id), "-f", "0", "--fraction",
              str(fraction), "--seed", str(seed), "--overwrite"], env,
             os.path.join(args.work, "logs", f"subset_f{fraction}_s{seed}.log"))
-    folder = os.path.join(env["nnUNet_preprocessed"], f"Dataset{args.dataset_id:03d}_{DATASET_NAME}")
-    with open(os.path.join(folder, "asyco_labeled_subset_fold0.json")) as f:
-        return json.load(f)
+    from nnunetv2_asyco.data.labeled_subset import load_labeled_subset
+    return load_labeled_subset(os.path.join(env["nnUNet_preprocessed"], f"Dataset{args.dataset_id:03d}_{DATASET_NAME}"),
+                               0)
 
 
 def fold0_train_cases(env: dict, dataset_id: int) -> list:
@@ -289,14 +289,15 @@ def train_env(args, env: dict) -> dict:
     return env
 
 
-def run_id(method: str, n_labeled, seed: int) -> str:
-    return f"{method}__{'all' if n_labeled is None else f'n{n_labeled:03d}'}__s{seed}"
+def run_id(method: str, n_labeled: int, seed: int) -> str:
+    """``<method>__n<labeled>__s<seed>``; methods that train on all labels (full) are ``<method>__all__s<seed>``."""
+    return f"{method}__{f'n{n_labeled:03d}' if METHODS[method][1] else 'all'}__s{seed}"
 
 
 def run_one(args, env: dict, raw: str, method: str, fraction: float, n_labeled: int, seed: int,
             subset: dict = None) -> str:
     base, uses_subset = METHODS[method]
-    rid = run_id(method, n_labeled if uses_subset else None, seed)
+    rid = run_id(method, n_labeled, seed)
     csv_path = os.path.join(args.runs_dir, rid + ".csv")
     if os.path.isfile(csv_path):
         print(f"[skip] {rid}: {csv_path} exists", flush=True)
@@ -352,7 +353,7 @@ def run_block(args, env: dict, raw: str, block: list, seed: int) -> list:
         try:
             run_one(args, env, raw, method, fraction, n_labeled, seed, subset)
         except BenchError as e:
-            rid = run_id(method, n_labeled if METHODS[method][1] else None, seed)
+            rid = run_id(method, n_labeled, seed)
             say(f"[FAILED] {rid}: {e}")
             return rid, str(e)
         return None
