@@ -1,4 +1,6 @@
 """Shared fixtures: tiny nnU-Net plans and networks, and isolated nnU-Net folders."""
+import glob
+import json
 import os
 import shutil
 import subprocess
@@ -26,6 +28,21 @@ def run_cli(args, env=None, check=True, timeout=900):
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\nSTDOUT:\n{proc.stdout[-4000:]}\n"
                              f"STDERR:\n{proc.stderr[-4000:]}")
     return proc
+
+
+def run_clis_concurrently(commands, env, timeout=900):
+    """Run console scripts side by side; fail on any error.
+
+    Most of a short command's time is single-threaded start-up (imports, nnU-Net's
+    spawned export and evaluation pools), so two cores run several at once nearly
+    as fast as one.
+    """
+    procs = [subprocess.Popen([nnunet_command(c[0])] + [str(a) for a in c[1:]], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for c in commands]
+    outputs = [p.communicate(timeout=timeout)[0] for p in procs]
+    for command, proc, output in zip(commands, procs, outputs):
+        assert proc.returncode == 0, f"{' '.join(map(str, command))} failed ({proc.returncode}):\n{output[-4000:]}"
+    return outputs
 
 
 def tiny_arch_kwargs(dim: int, features=(4, 8, 16), deep_supervision=True):
@@ -113,10 +130,11 @@ def training_env(env: dict) -> dict:
 
 def plan_tiny_dataset(env: dict, dataset_id: int, dim: int, configuration: str, n_train: int, n_test: int,
                       n_unlabeled: int, shape, patch, small_plans="nnUNetPlansTiny", num_classes=3,
-                      n_channels=1, edit_raw=None) -> str:
+                      n_channels=1, edit_raw=None, verify=False) -> str:
     """Synthetic dataset -> real nnUNetv2_plan_and_preprocess -> tiny plans. Returns the dataset folder name.
 
-    ``edit_raw(folder)`` may change the raw dataset (dataset.json, labels) before planning.
+    ``edit_raw(folder)`` may change the raw dataset (dataset.json, labels) before planning; ``verify`` adds
+    nnU-Net's ``--verify_dataset_integrity`` check.
     """
     from nnunetv2_asyco.synthetic import write_synthetic_dataset
     folder = write_synthetic_dataset(env["nnUNet_raw"], dataset_id, dim=dim, shape=shape, n_train=n_train,
@@ -124,8 +142,8 @@ def plan_tiny_dataset(env: dict, dataset_id: int, dim: int, configuration: str, 
                                      n_channels=n_channels)
     if edit_raw is not None:
         edit_raw(folder)
-    run_cli(["nnUNetv2_plan_and_preprocess", "-d", dataset_id, "-c", configuration, "-np", 1, "-npfp", 1],
-            env=env)
+    run_cli(["nnUNetv2_plan_and_preprocess", "-d", dataset_id, "-c", configuration, "-np", 1, "-npfp", 1]
+            + (["--verify_dataset_integrity"] if verify else []), env=env)
     shrink_plans(env, dataset_id, "nnUNetPlans", small_plans, {configuration: patch},
                  max_stages=3 if dim == 3 else 4)
     return os.path.basename(folder)
@@ -144,3 +162,57 @@ def shrink_plans(env: dict, dataset_id: int, source: str, target: str, patch: di
             os.environ.pop("nnUNet_preprocessed")
         else:
             os.environ["nnUNet_preprocessed"] = old
+
+
+IGNORE_LABEL = 4
+
+
+def add_ignore_label(folder):
+    """Partial annotations: label 4 ("ignore") over the top quarter of every training label map."""
+    import SimpleITK as sitk
+    path = os.path.join(folder, "dataset.json")
+    ds = json.load(open(path))
+    ds["labels"]["ignore"] = IGNORE_LABEL
+    json.dump(ds, open(path, "w"), indent=4)
+    for f in glob.glob(os.path.join(folder, "labelsTr", "*.nii.gz")):
+        img = sitk.ReadImage(f)
+        arr = sitk.GetArrayFromImage(img)
+        arr[:, : arr.shape[1] // 4] = IGNORE_LABEL
+        out = sitk.GetImageFromArray(arr)
+        out.CopyInformation(img)
+        sitk.WriteImage(out, f, useCompression=True)
+
+
+# Tiny 2D datasets (128x128 cases, 64x64 patches) that several modules need in the same form. Planning one costs
+# about 20 s on 2 cores, so each is planned once per session and copied into the nnU-Net folders of every module
+# that asks for it (a module may change its copy freely).
+SHARED_PLANS = "nnUNetPlansTiny"
+SHARED_2D_DATASETS = {
+    "one_channel": dict(dataset_id=901, n_train=10, n_test=2, n_unlabeled=4, n_channels=1, edit_raw=None),
+    # two input channels, and partial annotations (ignore label) on every training case
+    "two_channel_ignore": dict(dataset_id=902, n_train=8, n_test=1, n_unlabeled=2, n_channels=2,
+                               edit_raw=add_ignore_label),
+}
+
+
+@pytest.fixture(scope="session")
+def shared_2d_dataset(tmp_path_factory):
+    """``copy(kind, root) -> (env, dataset_name)``: a planned dataset of SHARED_2D_DATASETS in fresh folders."""
+    planned = {}
+
+    def copy(kind: str, root):
+        spec = SHARED_2D_DATASETS[kind]
+        if kind not in planned:
+            source = tmp_path_factory.mktemp(f"shared_{kind}")
+            name = plan_tiny_dataset(nnunet_folders_env(source), spec["dataset_id"], 2, "2d", n_train=spec["n_train"],
+                                     n_test=spec["n_test"], n_unlabeled=spec["n_unlabeled"], shape=(128, 128),
+                                     patch=(64, 64), small_plans=SHARED_PLANS, n_channels=spec["n_channels"],
+                                     edit_raw=spec["edit_raw"], verify=True)
+            planned[kind] = (source, name)
+        source, name = planned[kind]
+        env = nnunet_folders_env(root)
+        for key in ("nnUNet_raw", "nnUNet_preprocessed"):
+            shutil.copytree(os.path.join(str(source), key, name), os.path.join(env[key], name))
+        return env, name
+
+    return copy

@@ -8,7 +8,7 @@ labeled preprocessed data, the previous successful unlabeled ingestion and the
 recorded labeled subsets (``expect_failure`` hashes both trees around each
 call).
 
-One planned tiny 2D dataset with two channels is shared by the module; each
+The module works on its own copy of the session's planned two-channel dataset; each
 unlabeled-data test builds its own ``imagesUnlabeled`` content (the
 ``unlabeled`` fixture restores the original scans afterwards).
 """
@@ -23,9 +23,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import nnunet_folders_env, plan_tiny_dataset, run_cli
+from conftest import SHARED_2D_DATASETS, run_cli
 
-DATASET_ID = 921
+DATASET_ID = SHARED_2D_DATASETS["two_channel_ignore"]["dataset_id"]
 UNPLANNED_ID = 922  # raw data only, never planned
 INGEST = "nnUNetv2_asyco_preprocess_unlabeled"
 SUBSET = "nnUNetv2_asyco_labeled_subset"
@@ -120,12 +120,10 @@ def expect_failure(ds, args, *needles, returncode=None, via_script=False):
 
 
 @pytest.fixture(scope="module")
-def ds(tmp_path_factory):
+def ds(tmp_path_factory, shared_2d_dataset):
     """Planned 2-channel 2D dataset, one successful ingestion and one recorded subset (fold 0, 2 cases)."""
     root = tmp_path_factory.mktemp("bad_input")
-    env = nnunet_folders_env(root)
-    name = plan_tiny_dataset(env, DATASET_ID, 2, "2d", n_train=8, n_test=0, n_unlabeled=2, shape=(128, 128),
-                             patch=(64, 64), n_channels=2)
+    env, name = shared_2d_dataset("two_channel_ignore", root)
     from nnunetv2_asyco.synthetic import write_synthetic_dataset
     unplanned = write_synthetic_dataset(env["nnUNet_raw"], UNPLANNED_ID, dim=2, shape=(32, 32), n_train=2,
                                         n_unlabeled=1, n_channels=2)

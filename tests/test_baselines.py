@@ -1,6 +1,7 @@
 """Baselines (Mean Teacher, CPS) in the AsyCo pipeline: real nnU-Net trainers on a tiny synthetic 2D dataset.
 
-Planning runs once per module (real nnUNetv2_plan_and_preprocess). In-process
+The module works on its own copy of the session's planned one-channel dataset
+(real nnUNetv2_plan_and_preprocess, see conftest). In-process
 tests build trainers with nnU-Net's own ``get_trainer_from_args`` and call its
 ``train_step`` on one fixed labeled and one fixed unlabeled batch, so two runs
 from the same state see the same data; the CLI tests train a ``_smoke``
@@ -9,7 +10,6 @@ variant and predict with the stock ``nnUNetv2_predict``.
 import copy
 import itertools
 import os
-import subprocess
 
 import numpy as np
 import pytest
@@ -17,21 +17,18 @@ import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
 
-from conftest import nnunet_command, nnunet_folders_env, plan_tiny_dataset, run_cli, training_env
+from conftest import SHARED_2D_DATASETS, SHARED_PLANS, run_cli, run_clis_concurrently, training_env
 from nnunetv2_asyco.consistency import cross_pseudo_supervision, pseudo_label_loss
 from nnunetv2_asyco.network import RemapPlan
 
-DATASET_ID = 931
-PLANS = "nnUNetPlansSmall"
+DATASET_ID = SHARED_2D_DATASETS["one_channel"]["dataset_id"]
+PLANS = SHARED_PLANS
 NUM_CLASSES = 3
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("baselines")
-    env = nnunet_folders_env(root)
-    name = plan_tiny_dataset(env, DATASET_ID, 2, "2d", n_train=8, n_test=2, n_unlabeled=4, shape=(128, 128),
-                             patch=(64, 64), small_plans=PLANS, num_classes=NUM_CLASSES)
+def dataset(tmp_path_factory, shared_2d_dataset):
+    env, name = shared_2d_dataset("one_channel", tmp_path_factory.mktemp("baselines"))
     run_cli(["nnUNetv2_asyco_preprocess_unlabeled", "-d", DATASET_ID, "-c", "2d", "-p", PLANS, "-np", 1], env=env)
     return {"env": env, "name": name, "raw": os.path.join(env["nnUNet_raw"], name)}
 
@@ -276,15 +273,6 @@ def test_teacher_student_and_ema_count_restored_by_load_checkpoint(in_process, t
 
 # ---- through the real commands -----------------------------------------------------------------
 SMOKE_TRAINERS = ("nnUNetTrainerCPS_smoke", "nnUNetTrainerMeanTeacher_smoke")
-
-
-def run_clis_concurrently(commands, env, timeout=900):
-    """Run console scripts side by side (most of their time is single-threaded start-up); fail on any error."""
-    procs = [subprocess.Popen([nnunet_command(c[0])] + [str(a) for a in c[1:]], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True) for c in commands]
-    outputs = [p.communicate(timeout=timeout)[0] for p in procs]
-    for command, proc, output in zip(commands, procs, outputs):
-        assert proc.returncode == 0, f"{' '.join(map(str, command))} failed ({proc.returncode}):\n{output[-4000:]}"
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """Synthetic datasets and small plans, checked against real nnU-Net (CPU, no mocks).
 
-One 2D dataset is planned and preprocessed once per module with the real
-``nnUNetv2_plan_and_preprocess`` CLI; the small-plans tests build on it.
+The small-plans tests build on a copy of the session's planned one-channel 2D
+dataset (the real ``nnUNetv2_plan_and_preprocess`` CLI, see conftest).
 nnunetv2.paths reads nnUNet_raw/_preprocessed/_results from os.environ at call
 time, so setting the environment (here and in CLI subprocesses) is enough.
 3D planning is not run here: on 2 CPU cores it takes about 50 s for 32^3 cases.
@@ -10,20 +10,19 @@ import glob
 import hashlib
 import json
 import os
-import shutil
-import subprocess
-import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
 
+from conftest import SHARED_2D_DATASETS
 from nnunetv2_asyco.small_plans import make_small_plans
 from nnunetv2_asyco.synthetic import generate_case, structure_masks, write_synthetic_dataset
 
-DATASET_ID = 917
+DATASET_ID = SHARED_2D_DATASETS["one_channel"]["dataset_id"]
 DATASET_NAME = f"Dataset{DATASET_ID:03d}_AsyCoSynthetic"
 NUM_CLASSES = 3
 
@@ -36,14 +35,6 @@ def _read(fname):
 def _md5(fname):
     with open(fname, "rb") as f:
         return hashlib.md5(f.read()).hexdigest()
-
-
-def _nnunet_cli(name):
-    # the console scripts sit next to the interpreter in a venv; fall back to PATH
-    exe = shutil.which(name, path=os.path.dirname(sys.executable)) or shutil.which(name)
-    if exe is None:
-        pytest.fail(f"{name} not found next to {sys.executable} or on PATH")
-    return exe
 
 
 # ----------------------------------------------------------------------------- synthetic data
@@ -183,21 +174,14 @@ def test_invalid_arguments(tmp_path):
 # ----------------------------------------------------------------------------- small plans
 
 @pytest.fixture(scope="module")
-def planned_2d(tmp_path_factory):
-    """A tiny 2D dataset, planned and preprocessed by the real nnU-Net CLI."""
-    root = tmp_path_factory.mktemp("nnunet")
+def planned_2d(tmp_path_factory, shared_2d_dataset):
+    """A tiny 2D dataset (128x128 cases), planned, verified and preprocessed by the real nnU-Net CLI (conftest)."""
+    env, name = shared_2d_dataset("one_channel", tmp_path_factory.mktemp("nnunet"))
+    assert name == DATASET_NAME
     with pytest.MonkeyPatch.context() as mp:
         for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-            os.makedirs(root / var)
-            mp.setenv(var, str(root / var))
-        mp.delenv("nnUNet_n_proc_DA", raising=False)  # 0 would crash the planner (torch.set_num_threads(0))
-        write_synthetic_dataset(str(root / "nnUNet_raw"), DATASET_ID, n_train=8)
-        # -np/-npfp 1: each spawned pool re-imports torch; on 2 cores one worker is faster than two
-        cmd = [_nnunet_cli("nnUNetv2_plan_and_preprocess"), "-d", str(DATASET_ID), "-c", "2d",
-               "-np", "1", "-npfp", "1", "--verify_dataset_integrity"]
-        res = subprocess.run(cmd, capture_output=True, text=True)
-        assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-        yield root / "nnUNet_preprocessed" / DATASET_NAME
+            mp.setenv(var, env[var])
+        yield Path(env["nnUNet_preprocessed"]) / DATASET_NAME
 
 
 def test_small_plans_2d(planned_2d):

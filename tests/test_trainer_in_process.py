@@ -15,17 +15,16 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import nnunet_folders_env, plan_tiny_dataset, run_cli
+from conftest import SHARED_2D_DATASETS, SHARED_PLANS, run_cli
 
-DATASET_ID = 912
-PLANS = "nnUNetPlansTiny"
+DATASET_ID = SHARED_2D_DATASETS["one_channel"]["dataset_id"]
+PLANS = SHARED_PLANS
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    env = nnunet_folders_env(tmp_path_factory.mktemp("leak"))
-    name = plan_tiny_dataset(env, DATASET_ID, 2, "2d", n_train=8, n_test=0, n_unlabeled=0, shape=(128, 128),
-                             patch=(64, 64), small_plans=PLANS)
+def dataset(tmp_path_factory, shared_2d_dataset):
+    # no ingested scans: the fold's cases outside the labeled subset are the only unlabeled data
+    env, name = shared_2d_dataset("one_channel", tmp_path_factory.mktemp("leak"))
     run_cli(["nnUNetv2_asyco_labeled_subset", "-d", DATASET_ID, "-f", 0, "-n", 2, "--seed", 0], env=env)
     pre = os.path.join(env["nnUNet_preprocessed"], name)
     subset = __import__("json").load(open(os.path.join(pre, "asyco_labeled_subset_fold0.json")))

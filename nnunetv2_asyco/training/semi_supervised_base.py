@@ -5,7 +5,7 @@ A method subclasses ``nnUNetTrainerSemiSupervised`` and implements
 ``after_optimizer_step`` and the ``extra_checkpoint_state`` pair. The training
 loop, augmentation, validation and checkpointing stay nnU-Net's.
 """
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 import numpy as np
 import torch
