@@ -20,9 +20,14 @@ def nnunet_command(name: str) -> str:
     return candidate if os.path.exists(candidate) else (shutil.which(name) or name)
 
 
+def cli_command(args) -> list:
+    """``[console script, *arguments]`` -> an argv list (the script's installed path, every argument a string)."""
+    return [nnunet_command(args[0])] + [str(a) for a in args[1:]]
+
+
 def run_cli(args, env=None, check=True, timeout=900):
     """Run a console script with the test's environment; return the CompletedProcess (text)."""
-    cmd = [nnunet_command(args[0])] + [str(a) for a in args[1:]]
+    cmd = cli_command(args)
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\nSTDOUT:\n{proc.stdout[-4000:]}\n"
@@ -37,8 +42,8 @@ def run_clis_concurrently(commands, env, timeout=900):
     spawned export and evaluation pools), so two cores run several at once nearly
     as fast as one.
     """
-    procs = [subprocess.Popen([nnunet_command(c[0])] + [str(a) for a in c[1:]], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True) for c in commands]
+    procs = [subprocess.Popen(cli_command(c), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for c in commands]
     outputs = [p.communicate(timeout=timeout)[0] for p in procs]
     for command, proc, output in zip(commands, procs, outputs):
         assert proc.returncode == 0, f"{' '.join(map(str, command))} failed ({proc.returncode}):\n{output[-4000:]}"

@@ -91,6 +91,7 @@ class BenchError(RuntimeError):
 
 
 from nnunetv2_asyco.commands import find_cli  # noqa: E402
+from nnunetv2_asyco.data.labeled_subset import load_labeled_subset  # noqa: E402
 
 
 def base_env(args) -> dict:
@@ -202,7 +203,6 @@ def write_subset(args, env: dict, fraction: float, seed: int) -> dict:
     run_cmd([find_cli("nnUNetv2_asyco_labeled_subset"), "-d", str(args.dataset_id), "-f", "0", "--fraction",
              str(fraction), "--seed", str(seed), "--overwrite"], env,
             os.path.join(args.work, "logs", f"subset_f{fraction}_s{seed}.log"))
-    from nnunetv2_asyco.data.labeled_subset import load_labeled_subset
     return load_labeled_subset(os.path.join(env["nnUNet_preprocessed"], f"Dataset{args.dataset_id:03d}_{DATASET_NAME}"),
                                0)
 
