@@ -10,7 +10,8 @@ features of the other:
 
 ``forward(x)`` is the inference path nnU-Net's predictor uses: the ensemble of
 both branches' default paths. ``forward(x, remap_plan=...)`` is the training
-path; everything the losses need is computed inside ``forward`` so that DDP
+path (``x_b=...``: branch B's own view of the batch, ``nnunetv2_asyco.branch_views``);
+everything the losses need is computed inside ``forward`` so that DDP
 synchronises gradients and torch.compile applies.
 """
 from dataclasses import dataclass, field
@@ -165,10 +166,10 @@ class TwoBranchNetwork(nn.Module):
     def num_scales(self) -> int:
         return len(self.branch_a.decoder.seg_layers)
 
-    def forward(self, x: torch.Tensor, remap_plan: Optional[RemapPlan] = None):
+    def forward(self, x: torch.Tensor, remap_plan: Optional[RemapPlan] = None, x_b: Optional[torch.Tensor] = None):
         if remap_plan is None:
             return self.ensemble(x)
-        return self.training_paths(x, remap_plan)
+        return self.training_paths(x, remap_plan, x_b)
 
     # ---- inference: branch ensemble -------------------------------------------------
     def ensemble(self, x: torch.Tensor):
@@ -196,9 +197,11 @@ class TwoBranchNetwork(nn.Module):
         return torch.log(p / (1 - p)).to(dtype)
 
     # ---- training: default and remapped paths --------------------------------------
-    def training_paths(self, x: torch.Tensor, remap_plan: RemapPlan) -> Tuple[BranchOutputs, BranchOutputs]:
+    def training_paths(self, x: torch.Tensor, remap_plan: RemapPlan,
+                       x_b: Optional[torch.Tensor] = None) -> Tuple[BranchOutputs, BranchOutputs]:
+        """Both branches' outputs; branch B reads ``x_b`` when given (its own view of the batch), else ``x``."""
         feats_a, bottleneck_a = self._features(self.branch_a, x)
-        feats_b, bottleneck_b = self._features(self.branch_b, x)
+        feats_b, bottleneck_b = self._features(self.branch_b, x if x_b is None else x_b)
         dec_a, dec_b = self.branch_a.decoder, self.branch_b.decoder
         out_a = BranchOutputs(
             default=[head_for_scale(dec_a, s)(f) for s, f in enumerate(feats_a)],

@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from nnunetv2_asyco.branch_views import branch_inputs, cutout, view_perturbation
 from nnunetv2_asyco.branches import build_branches
 from nnunetv2_asyco.consistency import (branch_output_consistency, cross_pseudo_supervision,
                                         inter_head_consistency, representation_consistency, sigmoid_rampup)
@@ -277,3 +278,51 @@ def test_supervised_terms_skip_ignore_label_voxels_consistency_does_not(tiny_con
     targets_all = [torch.zeros_like(t) for t in targets]
     assert not torch.allclose(objective.terms(scrambled(out_a), scrambled(out_b), targets_all, n_labeled=1)["supervised"],
                               objective.terms(out_a, out_b, targets_all, n_labeled=1)["supervised"])
+
+
+def test_branch_b_reads_its_own_view_when_given(tiny_configuration):
+    _, cm = tiny_configuration
+    net = make_network(cm)
+    x, x_b = torch.randn(2, 1, 32, 32), torch.randn(2, 1, 32, 32)
+    out_a, out_b = net(x, remap_plan=ALL, x_b=x_b)
+    stock_a, stock_b = net.branch_a(x), net.branch_b(x_b)
+    for s in range(len(stock_a)):
+        assert torch.allclose(out_a.default[s], stock_a[s], atol=1e-6)
+        assert torch.allclose(out_b.default[s], stock_b[s], atol=1e-6)
+        # inter-head pairs still share features: O_BA is A's head on B's features of B's own view
+        assert torch.equal(out_b.remapped[s], head_for_scale(net.branch_a.decoder, s)(out_b.features[s]))
+
+
+@pytest.mark.parametrize("views", ["perturbed", "perturbed_cutout"])
+def test_perturbed_views_differ_per_branch_only_on_unlabeled_samples(views):
+    torch.manual_seed(0)
+    data, unlabeled = torch.randn(2, 1, 32, 32), torch.randn(3, 1, 32, 32)
+    kept = unlabeled.clone()
+    x_a, x_b = branch_inputs(data, unlabeled, view_perturbation(views))
+    assert x_a.shape == x_b.shape == (5, 1, 32, 32)
+    assert torch.equal(x_a[:2], data) and torch.equal(x_b[:2], data)  # labeled samples untouched
+    assert torch.equal(unlabeled, kept)  # the loader's batch is not modified in place
+    for view in (x_a[2:], x_b[2:]):
+        assert not torch.allclose(view, unlabeled, atol=0.05)
+        # geometry kept: each view still correlates voxel by voxel with the unperturbed samples
+        assert torch.corrcoef(torch.stack((view.flatten(), unlabeled.flatten())))[0, 1] > 0.5
+    assert not torch.allclose(x_a[2:], x_b[2:], atol=0.05)
+
+
+def test_cutout_zeroes_one_box_per_sample():
+    torch.manual_seed(0)
+    x = torch.ones(4, 2, 20, 30)
+    cutout(x, p=1.0, size=(0.3, 0.3))
+    for sample in x:
+        zero = (sample == 0)
+        assert torch.equal(zero[0], zero[1])  # every channel of the box
+        rows, cols = zero[0].any(1).sum().item(), zero[0].any(0).sum().item()
+        assert (rows, cols) == (6, 9) and zero[0].sum().item() == 54  # one 0.3 x 0.3 box
+
+
+def test_shared_views_and_unknown_name():
+    data, unlabeled = torch.randn(1, 1, 8, 8), torch.randn(1, 1, 8, 8)
+    x_a, x_b = branch_inputs(data, unlabeled, view_perturbation("shared"))
+    assert x_b is None and torch.equal(x_a, torch.cat((data, unlabeled)))
+    with pytest.raises(ValueError, match="branch_views must be one of"):
+        view_perturbation("strong")

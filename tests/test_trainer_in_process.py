@@ -31,7 +31,8 @@ def dataset(tmp_path_factory, shared_2d_dataset):
     return {"env": env, "data": os.path.join(pre, "nnUNetPlans_2d"), "subset": subset}
 
 
-def train_a_few_steps(env: dict, monkeypatch, steps: int = 3) -> dict:
+def started_trainer(env: dict, monkeypatch, trainer_name: str):
+    """A real trainer from nnU-Net's own lookup, seeded, with its first epoch started (no data workers)."""
     for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_extTrainer"):
         monkeypatch.setenv(key, env[key])
     monkeypatch.setenv("nnUNet_n_proc_DA", "0")
@@ -39,11 +40,15 @@ def train_a_few_steps(env: dict, monkeypatch, steps: int = 3) -> dict:
     random.seed(0)
     np.random.seed(0)
     torch.manual_seed(0)
-    trainer = get_trainer_from_args(str(DATASET_ID), "2d", 0, "nnUNetTrainerAsyCo", PLANS,
-                                    device=torch.device("cpu"))
-    trainer.p_remap = 1.0  # every remapped path active: labels would have every chance to leak
+    trainer = get_trainer_from_args(str(DATASET_ID), "2d", 0, trainer_name, PLANS, device=torch.device("cpu"))
     trainer.on_train_start()
     trainer.on_train_epoch_start()
+    return trainer
+
+
+def train_a_few_steps(env: dict, monkeypatch, steps: int = 3, trainer_name: str = "nnUNetTrainerAsyCo") -> dict:
+    trainer = started_trainer(env, monkeypatch, trainer_name)
+    trainer.remap_scheduler.p_remap = 1.0  # every remapped path active: labels would have every chance to leak
     for _ in range(steps):
         trainer.train_step(next(trainer.dataloader_train))
     return {k: v.detach().clone() for k, v in trainer.network.state_dict().items()}
@@ -68,11 +73,16 @@ def scramble_labels(data_folder: str, case: str, seed: int) -> None:
         pickle.dump(props, f)
 
 
-def test_scrambling_unlabeled_cases_labels_changes_nothing(dataset, monkeypatch):
-    reference = train_a_few_steps(dataset["env"], monkeypatch)
+LEAK_CHECKED_TRAINERS = ["nnUNetTrainerAsyCo", "nnUNetTrainerAsyCo_perturbedViewsCutout"]
+
+
+@pytest.mark.parametrize("trainer_name", LEAK_CHECKED_TRAINERS)
+def test_scrambling_unlabeled_cases_labels_changes_nothing(dataset, monkeypatch, trainer_name):
+    reference = train_a_few_steps(dataset["env"], monkeypatch, trainer_name=trainer_name)
     for i, case in enumerate(dataset["subset"]["unlabeled"]):
-        scramble_labels(dataset["data"], case, seed=i)
-    after = train_a_few_steps(dataset["env"], monkeypatch)
+        # other seeds for every trainer: the module's dataset keeps the previous test's scrambling
+        scramble_labels(dataset["data"], case, seed=10 * LEAK_CHECKED_TRAINERS.index(trainer_name) + i)
+    after = train_a_few_steps(dataset["env"], monkeypatch, trainer_name=trainer_name)
     assert reference.keys() == after.keys()
     for k in reference:
         assert torch.equal(reference[k], after[k]), f"{k} changed: labels of unlabeled cases reached a loss"
@@ -88,13 +98,7 @@ def test_positive_control_scrambling_a_labeled_case_changes_the_weights(dataset,
 
 def test_non_finite_loss_skips_the_step_and_keeps_the_weights(dataset, monkeypatch):
     """Inject a NaN into one consistency term: the step is skipped with a logged warning, weights unchanged."""
-    for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_extTrainer"):
-        monkeypatch.setenv(key, dataset["env"][key])
-    monkeypatch.setenv("nnUNet_n_proc_DA", "0")
-    from nnunetv2.run.run_training import get_trainer_from_args
-    trainer = get_trainer_from_args(str(DATASET_ID), "2d", 0, "nnUNetTrainerAsyCo", PLANS, device=torch.device("cpu"))
-    trainer.on_train_start()
-    trainer.on_train_epoch_start()
+    trainer = started_trainer(dataset["env"], monkeypatch, "nnUNetTrainerAsyCo")
     real_compute = trainer.compute_loss_terms
 
     def with_nan_inter_head(*args):
@@ -113,3 +117,23 @@ def test_non_finite_loss_skips_the_step_and_keeps_the_weights(dataset, monkeypat
     trainer.compute_loss_terms = real_compute
     trainer.train_step(next(trainer.dataloader_train))
     assert any(not torch.equal(before[k], v) for k, v in trainer.network.state_dict().items())
+
+
+@pytest.mark.parametrize("trainer_name", ["nnUNetTrainerAsyCo_perturbedViews", "nnUNetTrainerCPS_perturbedViews"])
+def test_branch_b_reads_its_own_view_of_the_unlabeled_samples(dataset, monkeypatch, trainer_name):
+    trainer = started_trainer(dataset["env"], monkeypatch, trainer_name)
+    seen = []
+    real_forward = trainer.network.forward
+
+    def recording_forward(x, remap_plan=None, x_b=None):
+        seen.append((x.detach().clone(), None if x_b is None else x_b.detach().clone()))
+        return real_forward(x, remap_plan=remap_plan, x_b=x_b)
+
+    trainer.network.forward = recording_forward
+    out = trainer.train_step(next(trainer.dataloader_train))
+    assert np.isfinite(out["loss"]) and trainer.skipped_steps == 0
+    (x_a, x_b), = seen
+    n_labeled = trainer.batch_size
+    assert x_b is not None and x_a.shape == x_b.shape and x_a.shape[0] == 2 * n_labeled
+    assert torch.equal(x_a[:n_labeled], x_b[:n_labeled])  # labeled samples: the same for both branches
+    assert not torch.allclose(x_a[n_labeled:], x_b[n_labeled:], atol=0.05)

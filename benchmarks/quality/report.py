@@ -45,8 +45,13 @@ ABLATION_LABELS = {
     "asyco_fullResConsistency": "consistency at full resolution only",
     "asyco_representationBottleneck": "representation cons. also on the bottleneck",
     "asyco_consistencyX10": "consistency weights x10 (a_bo = a_ih = 10, a_rep = 1)",  # archived runs (old defaults)
-    "asyco_lowConsistencyWeights": "first defaults: consistency weights / 10 (a_bo = a_ih = 1, a_rep = 0.1)"}
-LABELS = {**MAIN_LABELS, **{k: "AsyCo " + v for k, v in ABLATION_LABELS.items()}}
+    "asyco_lowConsistencyWeights": "first defaults: consistency weights / 10 (a_bo = a_ih = 1, a_rep = 0.1)",
+    "asyco_perturbedViews": "per-branch perturbed views of the unlabeled samples",
+    "asyco_perturbedViewsCutout": "per-branch perturbed views + cut-out"}
+# baselines with one AsyCo option, to tell the option's effect from AsyCo's
+CONTROL_LABELS = {"cps_perturbedViews": "CPS with per-branch perturbed views"}
+VARIANT_LABELS = {**ABLATION_LABELS, **CONTROL_LABELS}
+LABELS = {**MAIN_LABELS, **{k: "AsyCo " + v for k, v in ABLATION_LABELS.items()}, **CONTROL_LABELS}
 ORDER = list(MAIN_LABELS)
 
 
@@ -202,7 +207,7 @@ def markdown(scores: pd.DataFrame, records: dict, setup: dict, failed: list, df:
         if ("labeled_only", n) not in {(m, nl) for m, nl, _, _ in case.index}:
             continue
         ref = case.xs(("labeled_only", n), level=("method", "n_labeled"))
-        for m in ORDER + list(ABLATION_LABELS):
+        for m in ORDER + list(VARIANT_LABELS):
             if m in ("labeled_only", "full") or (m, n) not in {(a, b) for a, b, _, _ in case.index}:
                 continue
             d = (case.xs((m, n), level=("method", "n_labeled")) - ref).dropna()
@@ -221,7 +226,7 @@ def paired_delta(scores: pd.DataFrame, method: str, reference: str, n) -> list:
 
 def ablation_table(scores: pd.DataFrame, classes: list) -> list:
     """Markdown lines: AsyCo's default against each ablation, per budget that has ablation runs."""
-    budgets = sorted(scores[scores.method.isin(list(ABLATION_LABELS))].n_labeled.unique())
+    budgets = sorted(scores[scores.method.isin(list(VARIANT_LABELS))].n_labeled.unique())
     if not budgets:
         return []
     lines = ["", "## Ablation: AsyCo's parts and the alternatives for its open choices", "",
@@ -231,11 +236,11 @@ def ablation_table(scores: pd.DataFrame, classes: list) -> list:
             ["mean Dice", "Δ vs AsyCo", "Δ vs labeled-only", "mean HD95"])
     lines += ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for n in budgets:
-        for m in ["labeled_only", "asyco"] + list(ABLATION_LABELS):
+        for m in ["labeled_only", "asyco"] + list(VARIANT_LABELS):
             sub = scores[(scores.method == m) & (scores.n_labeled == n)]
             if sub.empty:
                 continue
-            name = "AsyCo (defaults)" if m == "asyco" else ABLATION_LABELS.get(m, MAIN_LABELS.get(m, m))
+            name = "AsyCo (defaults)" if m == "asyco" else VARIANT_LABELS.get(m, MAIN_LABELS.get(m, m))
             d_asyco = paired_delta(scores, m, "asyco", n) if m not in ("asyco", "labeled_only") else []
             d_lower = paired_delta(scores, m, "labeled_only", n) if m != "labeled_only" else []
             cells = [name, f"{int(n)}", str(len(sub))] + [fmt(sub[f"dice_{c}"], 2, 100) for c in classes]

@@ -73,6 +73,8 @@ METHODS = {
     "full": ("nnUNetTrainer", False),  # upper bound: every label of fold 0
     # ablations: asyco_<suffix> trains nnUNetTrainerAsyCo_<suffix> (nnunetv2_asyco/training/asyco_variants.py)
     **{"asyco_" + cls.__name__.split("_", 1)[1]: (cls.__name__, True) for cls in ABLATIONS},
+    # control: CPS with AsyCo's per-branch views, to tell the views' effect from AsyCo's
+    "cps_perturbedViews": ("nnUNetTrainerCPS_perturbedViews", True),
 }
 DEFAULT_METHODS = ("labeled_only", "mean_teacher", "cps", "asyco", "full")
 DATASET_NAME = "AsyCoQuality"

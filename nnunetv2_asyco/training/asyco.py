@@ -9,6 +9,7 @@ from typing import Dict
 import torch
 
 from nnunetv2_asyco.asyco_objective import TERMS, AsyCoObjective, AsyCoOptions
+from nnunetv2_asyco.branch_views import branch_inputs
 from nnunetv2_asyco.network import RemapPlan
 from nnunetv2_asyco.remapping import RemapSchedule
 from nnunetv2_asyco.training.semi_supervised_base import nnUNetTrainerSemiSupervised
@@ -33,6 +34,7 @@ class nnUNetTrainerAsyCo(TwoBranchTrainerMixin, nnUNetTrainerSemiSupervised):
     consistency_on_labeled: bool = True  # consistency also on the labeled half of the batch
     # ---- asymmetry ---------------------------------------------------------------------------
     branch_b_encoder: str = "same"  # "same" | "residual" | "plain", see nnunetv2_asyco.branches
+    branch_views: str = "shared"  # "shared" | "perturbed" | "perturbed_cutout", see nnunetv2_asyco.branch_views
     # ---- memory --------------------------------------------------------------------------------
     activation_checkpointing: bool = False  # recompute stage activations in backward: less memory, more time
     unlabeled_batch_ratio: float = 1.0  # unlabeled patches per labeled patch in a step
@@ -63,7 +65,8 @@ class nnUNetTrainerAsyCo(TwoBranchTrainerMixin, nnUNetTrainerSemiSupervised):
 
     def compute_loss_terms(self, data, target, unlabeled) -> Dict[str, torch.Tensor]:
         plan: RemapPlan = self.remap_scheduler.draw()
-        out_a, out_b = self.network(torch.cat((data, unlabeled)), remap_plan=plan)
+        x_a, x_b = branch_inputs(data, unlabeled, self.view_perturbation)
+        out_a, out_b = self.network(x_a, remap_plan=plan, x_b=x_b)
         return self.objective.terms(out_a, out_b, target, n_labeled=data.shape[0])
 
     def combine_loss_terms(self, terms: Dict[str, torch.Tensor]) -> torch.Tensor:

@@ -68,13 +68,24 @@ class nnUNetTrainerAsyCo_lowConsistencyWeights(nnUNetTrainerAsyCo):
     weight_representation = 0.1
 
 
+class nnUNetTrainerAsyCo_perturbedViews(nnUNetTrainerAsyCo):
+    """Each branch reads its own intensity-perturbed copy of the unlabeled samples (view asymmetry)."""
+    branch_views = "perturbed"
+
+
+class nnUNetTrainerAsyCo_perturbedViewsCutout(nnUNetTrainerAsyCo):
+    """Per-branch views as in _perturbedViews, plus a cut-out box in half of the unlabeled samples."""
+    branch_views = "perturbed_cutout"
+
+
 # every ablation trainer: one part off, or the alternative for one open choice (the quality benchmark runs these)
 ABLATIONS = (nnUNetTrainerAsyCo_noRemap, nnUNetTrainerAsyCo_noBranchOutput, nnUNetTrainerAsyCo_noInterHead,
              nnUNetTrainerAsyCo_noRepresentation, nnUNetTrainerAsyCo_cpsBranchOutput,
              nnUNetTrainerAsyCo_remapPerScale, nnUNetTrainerAsyCo_remapAlways,
              nnUNetTrainerAsyCo_noRemappedSupervision, nnUNetTrainerAsyCo_unlabeledConsistencyOnly,
              nnUNetTrainerAsyCo_fullResConsistency, nnUNetTrainerAsyCo_representationBottleneck,
-             nnUNetTrainerAsyCo_lowConsistencyWeights)
+             nnUNetTrainerAsyCo_lowConsistencyWeights, nnUNetTrainerAsyCo_perturbedViews,
+             nnUNetTrainerAsyCo_perturbedViewsCutout)
 
 
 class nnUNetTrainerAsyCo_residualB(nnUNetTrainerAsyCo):

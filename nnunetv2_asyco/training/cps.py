@@ -23,6 +23,9 @@ Choices, as class attributes (variants change one of them):
   deep-supervision scale with nnU-Net's weights, like AsyCo's default.
 - ``confidence_threshold = 0.0``: pseudo-labels of every voxel count (the paper
   uses no threshold).
+- ``branch_views = "shared"``: both branches read the same batch, as in the
+  paper; ``_perturbedViews`` gives each its own perturbed view of the unlabeled
+  samples (``nnunetv2_asyco.branch_views``).
 
 Prediction is the ensemble of both branches (``TwoBranchNetwork.forward``),
 so ``nnUNetv2_predict -tr nnUNetTrainerCPS`` works unchanged, exactly as for AsyCo.
@@ -31,6 +34,7 @@ from typing import Dict
 
 import torch
 
+from nnunetv2_asyco.branch_views import branch_inputs
 from nnunetv2_asyco.consistency import branch_output_consistency
 from nnunetv2_asyco.network import RemapPlan
 from nnunetv2_asyco.training.semi_supervised_base import nnUNetTrainerSemiSupervised
@@ -48,7 +52,8 @@ class nnUNetTrainerCPS(TwoBranchTrainerMixin, nnUNetTrainerSemiSupervised):
 
     def compute_loss_terms(self, data: torch.Tensor, target, unlabeled: torch.Tensor) -> Dict[str, torch.Tensor]:
         n_labeled = data.shape[0]
-        out_a, out_b = self.network(torch.cat((data, unlabeled)), remap_plan=RemapPlan())
+        x_a, x_b = branch_inputs(data, unlabeled, self.view_perturbation)
+        out_a, out_b = self.network(x_a, remap_plan=RemapPlan(), x_b=x_b)
         supervised = self.supervised_loss([o[:n_labeled] for o in out_a.default], target) + \
             self.supervised_loss([o[:n_labeled] for o in out_b.default], target)
 
@@ -63,6 +68,11 @@ class nnUNetTrainerCPS(TwoBranchTrainerMixin, nnUNetTrainerSemiSupervised):
 
     def combine_loss_terms(self, terms: Dict[str, torch.Tensor]) -> torch.Tensor:
         return terms["supervised"] + self.consistency_weight() * self.weight_cps * terms["cps"]
+
+
+class nnUNetTrainerCPS_perturbedViews(nnUNetTrainerCPS):
+    """Each branch reads its own perturbed copy of the unlabeled samples (the control for AsyCo's same option)."""
+    branch_views = "perturbed"
 
 
 globals().update(epoch_variants(nnUNetTrainerCPS, __name__))

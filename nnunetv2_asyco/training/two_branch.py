@@ -15,6 +15,8 @@ It provides what every two-branch method needs and nothing method-specific:
   (region) probabilities;
 - ``-pretrained_weights``: a stock checkpoint initialises both branches
   (``nnunetv2_asyco.pretrained``);
+- ``branch_views``: whether both branches read the same batch or each its own
+  perturbed view of the unlabeled samples (``nnunetv2_asyco.branch_views``);
 - ``set_deep_supervision_enabled``: nnU-Net's version reaches into
   ``network.decoder``; a two-branch network has two decoders.
 
@@ -31,6 +33,7 @@ import torch
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 
 from nnunetv2_asyco.asyco_objective import consistency_scale_weights
+from nnunetv2_asyco.branch_views import view_perturbation
 from nnunetv2_asyco.branches import build_branches
 from nnunetv2_asyco.network import TwoBranchNetwork
 from nnunetv2_asyco.pretrained import install_pretrained_weights_hook
@@ -61,6 +64,7 @@ class TwoBranchTrainerMixin(OutputLossesMixin):
 
     branch_b_encoder: str = "same"  # "same" | "residual" | "plain", see nnunetv2_asyco.branches
     activation_checkpointing: bool = False  # memory mode: recompute stage activations in backward
+    branch_views: str = "shared"  # "shared" | "perturbed" | "perturbed_cutout", see nnunetv2_asyco.branch_views
 
     # nnU-Net records the init arguments from this signature (inspect), so it must be spelled out
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
@@ -68,6 +72,7 @@ class TwoBranchTrainerMixin(OutputLossesMixin):
         super().__init__(plans, configuration, fold, dataset_json, device)
         # nnU-Net's -pretrained_weights loader expects one network's keys; see nnunetv2_asyco.pretrained
         install_pretrained_weights_hook()
+        self.view_perturbation = view_perturbation(self.branch_views)  # checked before any data is loaded
 
     @classmethod
     def build_network_architecture(cls, plans_manager: PlansManager, configuration_manager: ConfigurationManager,
