@@ -293,13 +293,14 @@ def test_branch_b_reads_its_own_view_when_given(tiny_configuration):
         assert torch.equal(out_b.remapped[s], head_for_scale(net.branch_a.decoder, s)(out_b.features[s]))
 
 
+@pytest.mark.parametrize("spatial", [(32, 32), (8, 16, 16)])
 @pytest.mark.parametrize("views", ["perturbed", "perturbed_cutout"])
-def test_perturbed_views_differ_per_branch_only_on_unlabeled_samples(views):
+def test_perturbed_views_differ_per_branch_only_on_unlabeled_samples(views, spatial):
     torch.manual_seed(0)
-    data, unlabeled = torch.randn(2, 1, 32, 32), torch.randn(3, 1, 32, 32)
+    data, unlabeled = torch.randn(2, 2, *spatial), torch.randn(3, 2, *spatial)
     kept = unlabeled.clone()
     x_a, x_b = branch_inputs(data, unlabeled, view_perturbation(views))
-    assert x_a.shape == x_b.shape == (5, 1, 32, 32)
+    assert x_a.shape == x_b.shape == (5, 2) + spatial
     assert torch.equal(x_a[:2], data) and torch.equal(x_b[:2], data)  # labeled samples untouched
     assert torch.equal(unlabeled, kept)  # the loader's batch is not modified in place
     for view in (x_a[2:], x_b[2:]):
