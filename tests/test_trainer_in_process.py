@@ -73,7 +73,7 @@ def scramble_labels(data_folder: str, case: str, seed: int) -> None:
         pickle.dump(props, f)
 
 
-LEAK_CHECKED_TRAINERS = ["nnUNetTrainerAsyCo", "nnUNetTrainerAsyCo_perturbedViewsCutout"]
+LEAK_CHECKED_TRAINERS = ["nnUNetTrainerAsyCo", "nnUNetTrainerAsyCo_sharedViews"]
 
 
 @pytest.mark.parametrize("trainer_name", LEAK_CHECKED_TRAINERS)
@@ -119,8 +119,10 @@ def test_non_finite_loss_skips_the_step_and_keeps_the_weights(dataset, monkeypat
     assert any(not torch.equal(before[k], v) for k, v in trainer.network.state_dict().items())
 
 
-@pytest.mark.parametrize("trainer_name", ["nnUNetTrainerAsyCo_perturbedViews", "nnUNetTrainerCPS_perturbedViews"])
-def test_branch_b_reads_its_own_view_of_the_unlabeled_samples(dataset, monkeypatch, trainer_name):
+@pytest.mark.parametrize("trainer_name, own_view", [("nnUNetTrainerAsyCo", True), ("nnUNetTrainerCPS_perturbedViews", True),
+                                                     ("nnUNetTrainerAsyCo_sharedViews", False),
+                                                     ("nnUNetTrainerCPS", False)])
+def test_branch_b_reads_its_own_view_of_the_unlabeled_samples(dataset, monkeypatch, trainer_name, own_view):
     trainer = started_trainer(dataset["env"], monkeypatch, trainer_name)
     seen = []
     real_forward = trainer.network.forward
@@ -134,6 +136,10 @@ def test_branch_b_reads_its_own_view_of_the_unlabeled_samples(dataset, monkeypat
     assert np.isfinite(out["loss"]) and trainer.skipped_steps == 0
     (x_a, x_b), = seen
     n_labeled = trainer.batch_size
+    assert x_a.shape[0] == 2 * n_labeled
+    if not own_view:
+        assert x_b is None  # branch B reads x_a
+        return
     assert x_b is not None and x_a.shape == x_b.shape and x_a.shape[0] == 2 * n_labeled
     assert torch.equal(x_a[:n_labeled], x_b[:n_labeled])  # labeled samples: the same for both branches
     assert not torch.allclose(x_a[n_labeled:], x_b[n_labeled:], atol=0.05)

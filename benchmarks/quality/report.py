@@ -33,7 +33,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 
 MAIN_LABELS = {"labeled_only": "labeled-only nnU-Net", "mean_teacher": "Mean Teacher", "cps": "CPS",
-               "asyco": "AsyCo", "full": "fully supervised nnU-Net"}
+               "asyco": "AsyCo", "asyco_sharedViews": "AsyCo, shared views (earlier default)",
+               "full": "fully supervised nnU-Net"}
 # AsyCo with one part switched off, or the alternative for one open choice (defaults: nnUNetTrainerAsyCo)
 ABLATION_LABELS = {
     "asyco_noRemap": "w/o remapping (and inter-head)", "asyco_noBranchOutput": "w/o branch-output cons.",
@@ -46,11 +47,14 @@ ABLATION_LABELS = {
     "asyco_representationBottleneck": "representation cons. also on the bottleneck",
     "asyco_consistencyX10": "consistency weights x10 (a_bo = a_ih = 10, a_rep = 1)",  # archived runs (old defaults)
     "asyco_lowConsistencyWeights": "first defaults: consistency weights / 10 (a_bo = a_ih = 1, a_rep = 0.1)",
-    "asyco_perturbedViews": "per-branch perturbed views of the unlabeled samples",
     "asyco_perturbedViewsCutout": "per-branch perturbed views + cut-out"}
 # baselines with one AsyCo option, to tell the option's effect from AsyCo's
 CONTROL_LABELS = {"cps_perturbedViews": "CPS with per-branch perturbed views"}
 VARIANT_LABELS = {**ABLATION_LABELS, **CONTROL_LABELS}
+# The AsyCo configuration an ablation differs from by one choice. Every ablation run before branch_views became
+# "perturbed" (2026-11-26) changed the shared-views AsyCo; give later ablations "asyco" here.
+ABLATION_REFERENCE = {"asyco_perturbedViewsCutout": "asyco", "cps_perturbedViews": "cps"}
+DEFAULT_ABLATION_REFERENCE = "asyco_sharedViews"
 LABELS = {**MAIN_LABELS, **{k: "AsyCo " + v for k, v in ABLATION_LABELS.items()}, **CONTROL_LABELS}
 ORDER = list(MAIN_LABELS)
 
@@ -230,22 +234,25 @@ def ablation_table(scores: pd.DataFrame, classes: list) -> list:
     if not budgets:
         return []
     lines = ["", "## Ablation: AsyCo's parts and the alternatives for its open choices", "",
-             "Same plans, subset, budget and test set as the table above. Δ = variant − reference on mean Dice, "
-             "paired by seed (mean over the seeds where both ran).", ""]
+             "Same plans, subset, budget and test set as the table above. Each variant changes one choice of its "
+             "reference; Δ = variant − reference (and − labeled-only) on mean Dice, paired by seed (mean over the "
+             "seeds where both ran).", ""]
     head = (["variant", "labeled", "seeds"] + [f"Dice {c}" for c in classes] +
-            ["mean Dice", "Δ vs AsyCo", "Δ vs labeled-only", "mean HD95"])
+            ["mean Dice", "reference", "Δ vs reference", "Δ vs labeled-only", "mean HD95"])
     lines += ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for n in budgets:
-        for m in ["labeled_only", "asyco"] + list(VARIANT_LABELS):
+        for m in ["labeled_only", "asyco", "asyco_sharedViews", "cps"] + list(VARIANT_LABELS):
             sub = scores[(scores.method == m) & (scores.n_labeled == n)]
             if sub.empty:
                 continue
             name = "AsyCo (defaults)" if m == "asyco" else VARIANT_LABELS.get(m, MAIN_LABELS.get(m, m))
-            d_asyco = paired_delta(scores, m, "asyco", n) if m not in ("asyco", "labeled_only") else []
+            reference = ("asyco" if m == "asyco_sharedViews" else None if m in MAIN_LABELS
+                         else ABLATION_REFERENCE.get(m, DEFAULT_ABLATION_REFERENCE))
+            d_ref = paired_delta(scores, m, reference, n) if reference else []
             d_lower = paired_delta(scores, m, "labeled_only", n) if m != "labeled_only" else []
             cells = [name, f"{int(n)}", str(len(sub))] + [fmt(sub[f"dice_{c}"], 2, 100) for c in classes]
-            cells += [f"**{fmt(sub.dice_mean, 2, 100)}**",
-                      f"{np.mean(d_asyco) * 100:+.2f}" if d_asyco else "—",
+            cells += [f"**{fmt(sub.dice_mean, 2, 100)}**", MAIN_LABELS[reference] if reference else "—",
+                      f"{np.mean(d_ref) * 100:+.2f}" if d_ref else "—",
                       f"{np.mean(d_lower) * 100:+.2f}" if d_lower else "—", fmt(sub.hd95_mean, 2)]
             lines.append("| " + " | ".join(cells) + " |")
     return lines

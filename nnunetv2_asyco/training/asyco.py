@@ -34,7 +34,9 @@ class nnUNetTrainerAsyCo(TwoBranchTrainerMixin, nnUNetTrainerSemiSupervised):
     consistency_on_labeled: bool = True  # consistency also on the labeled half of the batch
     # ---- asymmetry ---------------------------------------------------------------------------
     branch_b_encoder: str = "same"  # "same" | "residual" | "plain", see nnunetv2_asyco.branches
-    branch_views: str = "shared"  # "shared" | "perturbed" | "perturbed_cutout", see nnunetv2_asyco.branch_views
+    # each branch reads its own perturbed view of the unlabeled samples: the branches stop agreeing for free, which
+    # kept AsyCo from learning from consistency at longer budgets (benchmarks/results/cpu_3000its/notes.md)
+    branch_views: str = "perturbed"  # "shared" | "perturbed" | "perturbed_cutout", see nnunetv2_asyco.branch_views
     # ---- memory --------------------------------------------------------------------------------
     activation_checkpointing: bool = False  # recompute stage activations in backward: less memory, more time
     unlabeled_batch_ratio: float = 1.0  # unlabeled patches per labeled patch in a step

@@ -68,13 +68,13 @@ class nnUNetTrainerAsyCo_lowConsistencyWeights(nnUNetTrainerAsyCo):
     weight_representation = 0.1
 
 
-class nnUNetTrainerAsyCo_perturbedViews(nnUNetTrainerAsyCo):
-    """Each branch reads its own intensity-perturbed copy of the unlabeled samples (view asymmetry)."""
-    branch_views = "perturbed"
+class nnUNetTrainerAsyCo_sharedViews(nnUNetTrainerAsyCo):
+    """Both branches read the same batch (the paper's setting, and our default until the 3000-iteration benchmark)."""
+    branch_views = "shared"
 
 
 class nnUNetTrainerAsyCo_perturbedViewsCutout(nnUNetTrainerAsyCo):
-    """Per-branch views as in _perturbedViews, plus a cut-out box in half of the unlabeled samples."""
+    """Per-branch perturbed views plus a cut-out box in half of the unlabeled samples."""
     branch_views = "perturbed_cutout"
 
 
@@ -84,7 +84,7 @@ ABLATIONS = (nnUNetTrainerAsyCo_noRemap, nnUNetTrainerAsyCo_noBranchOutput, nnUN
              nnUNetTrainerAsyCo_remapPerScale, nnUNetTrainerAsyCo_remapAlways,
              nnUNetTrainerAsyCo_noRemappedSupervision, nnUNetTrainerAsyCo_unlabeledConsistencyOnly,
              nnUNetTrainerAsyCo_fullResConsistency, nnUNetTrainerAsyCo_representationBottleneck,
-             nnUNetTrainerAsyCo_lowConsistencyWeights, nnUNetTrainerAsyCo_perturbedViews,
+             nnUNetTrainerAsyCo_lowConsistencyWeights, nnUNetTrainerAsyCo_sharedViews,
              nnUNetTrainerAsyCo_perturbedViewsCutout)
 
 
