@@ -134,7 +134,9 @@ def write_report(rows: list, device: str, args) -> str:
                f"nnUNet_compile={os.environ.get('nnUNet_compile', 'true')}.\n\n")
     lines = [f"# Cost benchmark ({device})", "",
              f"`python benchmarks/cost/run_cost.py --device {device} --steps {args.steps} --patch {args.patch} "
-             f"--batch {args.batch} --max-features {args.max_features}`", "", gpu +
+             f"--batch {args.batch} --max-features {args.max_features}"
+             + (f" --methods {' '.join(args.methods)}" if list(args.methods) != METHODS else "")
+             + (f" --tag {args.tag}" if args.tag else "") + "`", "", gpu +
              f"2D synthetic data, plans `{PLANS}`: patch {args.patch}x{args.patch}, batch {args.batch}, features up "
              f"to {args.max_features}; median of {args.steps} steps after {args.warmup} warm-up steps; memory = "
              + ("CUDA max_memory_allocated" if device == "cuda" else "peak RSS increase over the RSS before the first training step (CPU allocator caching makes this coarse)")
