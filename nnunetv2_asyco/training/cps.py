@@ -75,5 +75,7 @@ class nnUNetTrainerCPS_perturbedViews(nnUNetTrainerCPS):
     branch_views = "perturbed"
 
 
-globals().update(epoch_variants(nnUNetTrainerCPS, __name__))
+for _base in (nnUNetTrainerCPS, nnUNetTrainerCPS_perturbedViews):
+    globals().update(epoch_variants(_base, __name__))
+del _base
 globals().update(demo_variant(nnUNetTrainerCPS, __name__))
