@@ -21,7 +21,7 @@ nnU-Net's normalised intensities (z-scores; CT too, after clipping), per sample:
 Labeled samples are not touched: both branches' supervised loss sees the same
 nnU-Net-augmented batch, as the baselines do.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional, Tuple
 
 import torch
@@ -66,10 +66,11 @@ def cutout(x: torch.Tensor, p: float, size: Tuple[float, float]) -> torch.Tensor
 
 
 # trainer option ``branch_views`` -> the perturbation each branch's copy of the unlabeled samples gets
+_INTENSITY = ViewPerturbation(contrast=0.25, shift=0.25, noise_std=0.15)
 BRANCH_VIEWS = {
     "shared": None,  # both branches read the same batch (the paper's setting)
-    "perturbed": ViewPerturbation(contrast=0.25, shift=0.25, noise_std=0.15),
-    "perturbed_cutout": ViewPerturbation(contrast=0.25, shift=0.25, noise_std=0.15, cutout_p=0.5),
+    "perturbed": _INTENSITY,
+    "perturbed_cutout": replace(_INTENSITY, cutout_p=0.5),
 }
 
 

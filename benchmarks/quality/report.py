@@ -51,9 +51,9 @@ ABLATION_LABELS = {
 # baselines with one AsyCo option, to tell the option's effect from AsyCo's
 CONTROL_LABELS = {"cps_perturbedViews": "CPS with per-branch perturbed views"}
 VARIANT_LABELS = {**ABLATION_LABELS, **CONTROL_LABELS}
-# The AsyCo configuration an ablation differs from by one choice. Every ablation run before branch_views became
-# "perturbed" (2026-11-26) changed the shared-views AsyCo; give later ablations "asyco" here.
-ABLATION_REFERENCE = {"asyco_perturbedViewsCutout": "asyco", "cps_perturbedViews": "cps"}
+# The configuration a variant differs from by one choice. Every ablation run before branch_views became
+# "perturbed" (2026-11-26) changed the shared-views AsyCo (the default below); give later ablations "asyco" here.
+REFERENCE = {"asyco_sharedViews": "asyco", "asyco_perturbedViewsCutout": "asyco", "cps_perturbedViews": "cps"}
 DEFAULT_ABLATION_REFERENCE = "asyco_sharedViews"
 LABELS = {**MAIN_LABELS, **{k: "AsyCo " + v for k, v in ABLATION_LABELS.items()}, **CONTROL_LABELS}
 ORDER = list(MAIN_LABELS)
@@ -246,8 +246,7 @@ def ablation_table(scores: pd.DataFrame, classes: list) -> list:
             if sub.empty:
                 continue
             name = "AsyCo (defaults)" if m == "asyco" else VARIANT_LABELS.get(m, MAIN_LABELS.get(m, m))
-            reference = ("asyco" if m == "asyco_sharedViews" else None if m in MAIN_LABELS
-                         else ABLATION_REFERENCE.get(m, DEFAULT_ABLATION_REFERENCE))
+            reference = REFERENCE.get(m, DEFAULT_ABLATION_REFERENCE if m in VARIANT_LABELS else None)
             d_ref = paired_delta(scores, m, reference, n) if reference else []
             d_lower = paired_delta(scores, m, "labeled_only", n) if m != "labeled_only" else []
             cells = [name, f"{int(n)}", str(len(sub))] + [fmt(sub[f"dice_{c}"], 2, 100) for c in classes]

@@ -9,7 +9,6 @@ from typing import Dict
 import torch
 
 from nnunetv2_asyco.asyco_objective import TERMS, AsyCoObjective, AsyCoOptions
-from nnunetv2_asyco.branch_views import branch_inputs
 from nnunetv2_asyco.network import RemapPlan
 from nnunetv2_asyco.remapping import RemapSchedule
 from nnunetv2_asyco.training.semi_supervised_base import nnUNetTrainerSemiSupervised
@@ -67,8 +66,7 @@ class nnUNetTrainerAsyCo(TwoBranchTrainerMixin, nnUNetTrainerSemiSupervised):
 
     def compute_loss_terms(self, data, target, unlabeled) -> Dict[str, torch.Tensor]:
         plan: RemapPlan = self.remap_scheduler.draw()
-        x_a, x_b = branch_inputs(data, unlabeled, self.view_perturbation)
-        out_a, out_b = self.network(x_a, remap_plan=plan, x_b=x_b)
+        out_a, out_b = self.branch_outputs(data, unlabeled, plan)
         return self.objective.terms(out_a, out_b, target, n_labeled=data.shape[0])
 
     def combine_loss_terms(self, terms: Dict[str, torch.Tensor]) -> torch.Tensor:

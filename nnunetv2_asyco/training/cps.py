@@ -34,7 +34,6 @@ from typing import Dict
 
 import torch
 
-from nnunetv2_asyco.branch_views import branch_inputs
 from nnunetv2_asyco.consistency import branch_output_consistency
 from nnunetv2_asyco.network import RemapPlan
 from nnunetv2_asyco.training.semi_supervised_base import nnUNetTrainerSemiSupervised
@@ -52,8 +51,7 @@ class nnUNetTrainerCPS(TwoBranchTrainerMixin, nnUNetTrainerSemiSupervised):
 
     def compute_loss_terms(self, data: torch.Tensor, target, unlabeled: torch.Tensor) -> Dict[str, torch.Tensor]:
         n_labeled = data.shape[0]
-        x_a, x_b = branch_inputs(data, unlabeled, self.view_perturbation)
-        out_a, out_b = self.network(x_a, remap_plan=RemapPlan(), x_b=x_b)
+        out_a, out_b = self.branch_outputs(data, unlabeled, RemapPlan())
         supervised = self.supervised_loss([o[:n_labeled] for o in out_a.default], target) + \
             self.supervised_loss([o[:n_labeled] for o in out_b.default], target)
 

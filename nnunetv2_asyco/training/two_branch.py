@@ -15,8 +15,9 @@ It provides what every two-branch method needs and nothing method-specific:
   (region) probabilities;
 - ``-pretrained_weights``: a stock checkpoint initialises both branches
   (``nnunetv2_asyco.pretrained``);
-- ``branch_views``: whether both branches read the same batch or each its own
-  perturbed view of the unlabeled samples (``nnunetv2_asyco.branch_views``);
+- ``branch_views`` / ``branch_outputs``: whether both branches read the same
+  batch or each its own perturbed view of the unlabeled samples
+  (``nnunetv2_asyco.branch_views``), and the training forward that applies it;
 - ``set_deep_supervision_enabled``: nnU-Net's version reaches into
   ``network.decoder``; a two-branch network has two decoders.
 
@@ -26,16 +27,16 @@ shares: the output ``activation`` (softmax for labels, sigmoid for nnU-Net
 regions), the per-scale consistency weights and nnU-Net's supervised loss on a
 list of logits.
 """
-from typing import List, Sequence
+from typing import List, Sequence, Tuple
 
 import torch
 
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 
 from nnunetv2_asyco.asyco_objective import consistency_scale_weights
-from nnunetv2_asyco.branch_views import view_perturbation
+from nnunetv2_asyco.branch_views import branch_inputs, view_perturbation
 from nnunetv2_asyco.branches import build_branches
-from nnunetv2_asyco.network import TwoBranchNetwork
+from nnunetv2_asyco.network import BranchOutputs, RemapPlan, TwoBranchNetwork
 from nnunetv2_asyco.pretrained import install_pretrained_weights_hook
 
 
@@ -81,6 +82,12 @@ class TwoBranchTrainerMixin(OutputLossesMixin):
         branch_a, branch_b = build_branches(configuration_manager, num_input_channels, num_output_channels,
                                             enable_deep_supervision, cls.branch_b_encoder)
         return TwoBranchNetwork(branch_a, branch_b)
+
+    def branch_outputs(self, data: torch.Tensor, unlabeled: torch.Tensor,
+                       remap_plan: RemapPlan) -> Tuple[BranchOutputs, BranchOutputs]:
+        """Both branches' training outputs on [labeled; unlabeled], each branch on its view (``branch_views``)."""
+        x_a, x_b = branch_inputs(data, unlabeled, self.view_perturbation)
+        return self.network(x_a, remap_plan=remap_plan, x_b=x_b)
 
     def initialize(self):
         super().initialize()
