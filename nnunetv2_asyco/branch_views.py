@@ -16,15 +16,21 @@ nnU-Net's normalised intensities (z-scores; CT too, after clipping), per sample:
 
 - intensity: ``x * (1 + U(-contrast, contrast)) + U(-shift, shift) + N(0, noise_std)``;
 - cutout: with probability ``cutout_p``, one box whose sides are
-  ``U(cutout_size)`` of the patch's is set to 0 (the normalised mean).
+  ``U(cutout_size)`` of the patch's is set to 0 (the normalised mean);
+- mixed views (``mix_side``): in each step one branch reads a CutMix of the
+  unlabeled samples and the other branch's outputs are mixed to match
+  (``nnunetv2_asyco.view_mixing``): geometry differs, alignment is restored
+  before any consistency term.
 
 Labeled samples are not touched: both branches' supervised loss sees the same
 nnU-Net-augmented batch, as the baselines do.
 """
 from dataclasses import dataclass, replace
-from typing import Optional, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 import torch
+
+from nnunetv2_asyco.view_mixing import ViewMix, draw_view_mix
 
 
 @dataclass(frozen=True)
@@ -34,6 +40,7 @@ class ViewPerturbation:
     noise_std: float = 0.0
     cutout_p: float = 0.0
     cutout_size: Tuple[float, float] = (0.2, 0.5)  # box side as a fraction of the patch side, drawn per axis
+    mix_side: Optional[Tuple[float, float]] = None  # CutMix box side (fraction per axis) of the mixed views, or off
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """A perturbed copy of the batch ``x`` (b, c, *spatial); ``x`` itself is left unchanged."""
@@ -71,6 +78,7 @@ BRANCH_VIEWS = {
     "shared": None,  # both branches read the same batch (the paper's setting)
     "perturbed": _INTENSITY,
     "perturbed_cutout": replace(_INTENSITY, cutout_p=0.5),
+    "perturbed_mixed": replace(_INTENSITY, mix_side=(0.3, 0.7)),  # box of 9-49% of the patch
 }
 
 
@@ -80,9 +88,22 @@ def view_perturbation(name: str) -> Optional[ViewPerturbation]:
     return BRANCH_VIEWS[name]
 
 
+class BranchInputs(NamedTuple):
+    """One step's inputs: [labeled; unlabeled] per branch (``x_b`` None: B reads ``x_a``), and the mixing if any."""
+    x_a: torch.Tensor
+    x_b: Optional[torch.Tensor]
+    mix: Optional[ViewMix]  # -> ``mix.align(out_a, out_b)`` before the consistency terms
+
+
 def branch_inputs(data: torch.Tensor, unlabeled: torch.Tensor,
-                  perturbation: Optional[ViewPerturbation]) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """Inputs of branch A and branch B for one step: [labeled; unlabeled], B's is None when the view is shared."""
+                  perturbation: Optional[ViewPerturbation]) -> BranchInputs:
+    """Inputs of branch A and branch B for one step (``perturbation``: ``view_perturbation(branch_views)``)."""
     if perturbation is None:
-        return torch.cat((data, unlabeled)), None
-    return torch.cat((data, perturbation(unlabeled))), torch.cat((data, perturbation(unlabeled)))
+        return BranchInputs(torch.cat((data, unlabeled)), None, None)
+    x_a, x_b = torch.cat((data, perturbation(unlabeled))), torch.cat((data, perturbation(unlabeled)))
+    if perturbation.mix_side is None:
+        return BranchInputs(x_a, x_b, None)
+    mix = draw_view_mix(data.shape[0], unlabeled, perturbation.mix_side)
+    if mix.mixed_branch == "A":
+        return BranchInputs(mix.mix(x_a), x_b, mix)
+    return BranchInputs(x_a, mix.mix(x_b), mix)

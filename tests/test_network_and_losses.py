@@ -4,12 +4,14 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from nnunetv2_asyco.branch_views import branch_inputs, cutout, view_perturbation
+from nnunetv2_asyco.view_mixing import CutMixBoxes, ViewMix
 from nnunetv2_asyco.branches import build_branches
 from nnunetv2_asyco.consistency import (branch_output_consistency, cross_pseudo_supervision,
                                         inter_head_consistency, representation_consistency, sigmoid_rampup)
-from nnunetv2_asyco.network import RemapPlan, TwoBranchNetwork, head_for_scale
+from nnunetv2_asyco.network import BranchOutputs, RemapPlan, TwoBranchNetwork, head_for_scale
 from nnunetv2_asyco.remapping import RemapSchedule
 
 ALL = RemapPlan({"AB": (0, 1), "BA": (0, 1)})
@@ -299,7 +301,8 @@ def test_perturbed_views_differ_per_branch_only_on_unlabeled_samples(views, spat
     torch.manual_seed(0)
     data, unlabeled = torch.randn(2, 2, *spatial), torch.randn(3, 2, *spatial)
     kept = unlabeled.clone()
-    x_a, x_b = branch_inputs(data, unlabeled, view_perturbation(views))
+    x_a, x_b, mix = branch_inputs(data, unlabeled, view_perturbation(views))
+    assert mix is None
     assert x_a.shape == x_b.shape == (5, 2) + spatial
     assert torch.equal(x_a[:2], data) and torch.equal(x_b[:2], data)  # labeled samples untouched
     assert torch.equal(unlabeled, kept)  # the loader's batch is not modified in place
@@ -308,6 +311,55 @@ def test_perturbed_views_differ_per_branch_only_on_unlabeled_samples(views, spat
         # geometry kept: each view still correlates voxel by voxel with the unperturbed samples
         assert torch.corrcoef(torch.stack((view.flatten(), unlabeled.flatten())))[0, 1] > 0.5
     assert not torch.allclose(x_a[2:], x_b[2:], atol=0.05)
+
+
+def corr(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(torch.corrcoef(torch.stack((a.flatten(), b.flatten())))[0, 1])
+
+
+@pytest.mark.parametrize("spatial", [(16, 24), (8, 16, 16)])
+def test_mixed_views_paste_a_partner_box_into_one_branch_only(spatial):
+    torch.manual_seed(1)
+    data, unlabeled = torch.randn(2, 2, *spatial), torch.randn(3, 2, *spatial)
+    seen_mixed = set()
+    for _ in range(12):
+        x_a, x_b, mix = branch_inputs(data, unlabeled, view_perturbation("perturbed_mixed"))
+        assert torch.equal(x_a[:2], data) and torch.equal(x_b[:2], data)  # labeled samples never mixed
+        seen_mixed.add(mix.mixed_branch)
+        mixed, plain = (x_a, x_b) if mix.mixed_branch == "A" else (x_b, x_a)
+        box = mix.boxes.mask(spatial, mixed.device)  # (3, 1, *spatial)
+        assert box.any() and not box.all()
+        for i, j in enumerate(mix.boxes.partner.tolist()):
+            inside, outside = box[i, 0], ~box[i, 0]
+            # outside the box the mixed view still shows sample i, inside it shows sample j (both perturbed)
+            assert corr(mixed[2 + i][:, outside], unlabeled[i][:, outside]) > 0.5
+            assert corr(mixed[2 + i][:, inside], unlabeled[j][:, inside]) > 0.5
+            assert corr(plain[2 + i], unlabeled[i]) > 0.5  # the other branch reads sample i everywhere
+    assert seen_mixed == {"A", "B"}  # either branch can be the mixed one
+
+
+def test_mixing_the_outputs_aligns_them_with_the_mixed_branch():
+    """For a voxel-wise map f, mixing f's outputs equals f on the mixed input, at every grid the box fits."""
+    torch.manual_seed(2)
+    x = torch.randn(4, 3, 16, 16)
+    boxes = CutMixBoxes(starts=torch.tensor([[0.25, 0.5], [0.0, 0.0], [0.5, 0.25]]),
+                        ends=torch.tensor([[0.75, 1.0], [0.5, 0.25], [1.0, 0.5]]),
+                        partner=torch.tensor([2, 0, 1]))
+    mix = ViewMix(boxes, mixed_branch="A", first=1)  # the first sample is labeled: kept
+
+    def branch(inp):  # a voxel-wise "network" with a full- and a half-resolution output
+        half = F.avg_pool2d(inp, 2)
+        return BranchOutputs(default=[2 * inp, 3 * half], remapped={1: -half}, features=[inp.exp(), half],
+                             bottleneck=F.avg_pool2d(inp, 4))
+
+    on_mixed, aligned_a, aligned = branch(mix.mix(x)), *mix.align(branch(x), branch(x))
+    assert torch.equal(aligned_a.default[0], branch(x).default[0])  # the mixed branch's outputs are kept
+    for got, want in [(aligned.default, on_mixed.default), (aligned.features, on_mixed.features),
+                      ([aligned.remapped[1]], [on_mixed.remapped[1]]), ([aligned.bottleneck], [on_mixed.bottleneck])]:
+        for g, w in zip(got, want):
+            assert torch.allclose(g, w, atol=1e-6)
+    assert torch.equal(aligned.default[0][:1], 2 * x[:1])
+    assert not torch.allclose(aligned.default[0][1:], 2 * x[1:])
 
 
 def test_cutout_zeroes_one_box_per_sample():
@@ -323,7 +375,7 @@ def test_cutout_zeroes_one_box_per_sample():
 
 def test_shared_views_and_unknown_name():
     data, unlabeled = torch.randn(1, 1, 8, 8), torch.randn(1, 1, 8, 8)
-    x_a, x_b = branch_inputs(data, unlabeled, view_perturbation("shared"))
-    assert x_b is None and torch.equal(x_a, torch.cat((data, unlabeled)))
+    x_a, x_b, mix = branch_inputs(data, unlabeled, view_perturbation("shared"))
+    assert x_b is None and mix is None and torch.equal(x_a, torch.cat((data, unlabeled)))
     with pytest.raises(ValueError, match="branch_views must be one of"):
         view_perturbation("strong")

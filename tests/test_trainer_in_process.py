@@ -120,6 +120,7 @@ def test_non_finite_loss_skips_the_step_and_keeps_the_weights(dataset, monkeypat
 
 
 @pytest.mark.parametrize("trainer_name, own_view", [("nnUNetTrainerAsyCo", True), ("nnUNetTrainerCPS_perturbedViews", True),
+                                                     ("nnUNetTrainerAsyCo_perturbedMixedViews", True),
                                                      ("nnUNetTrainerAsyCo_sharedViews", False),
                                                      ("nnUNetTrainerCPS", False)])
 def test_branch_b_reads_its_own_view_of_the_unlabeled_samples(dataset, monkeypatch, trainer_name, own_view):

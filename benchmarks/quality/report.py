@@ -47,14 +47,18 @@ ABLATION_LABELS = {
     "asyco_representationBottleneck": "representation cons. also on the bottleneck",
     "asyco_consistencyX10": "consistency weights x10 (a_bo = a_ih = 10, a_rep = 1)",  # archived runs (old defaults)
     "asyco_lowConsistencyWeights": "first defaults: consistency weights / 10 (a_bo = a_ih = 1, a_rep = 0.1)",
-    "asyco_perturbedViewsCutout": "per-branch perturbed views + cut-out"}
+    "asyco_perturbedViewsCutout": "per-branch perturbed views + cut-out",
+    "asyco_perturbedMixedViews": "per-branch perturbed views + mixed (CutMix) views"}
 # baselines with one AsyCo option, to tell the option's effect from AsyCo's
-CONTROL_LABELS = {"cps_perturbedViews": "CPS with per-branch perturbed views"}
+CONTROL_LABELS = {"cps_perturbedViews": "CPS with per-branch perturbed views",
+                  "cps_perturbedMixedViews": "CPS with per-branch perturbed + mixed views"}
 VARIANT_LABELS = {**ABLATION_LABELS, **CONTROL_LABELS}
-# The configuration a variant differs from by one choice. Every ablation run before branch_views became
-# "perturbed" (2026-11-26) changed the shared-views AsyCo (the default below); give later ablations "asyco" here.
-REFERENCE = {"asyco_sharedViews": "asyco", "asyco_perturbedViewsCutout": "asyco", "cps_perturbedViews": "cps"}
-DEFAULT_ABLATION_REFERENCE = "asyco_sharedViews"
+# The configuration a variant differs from by one choice. The other AsyCo ablations change the AsyCo whose
+# branch_views they ran with (ablation_reference).
+REFERENCE = {"asyco_sharedViews": "asyco", "asyco_perturbedViewsCutout": "asyco", "asyco_perturbedMixedViews": "asyco",
+             "cps_perturbedViews": "cps", "cps_perturbedMixedViews": "cps"}
+# main-table row of AsyCo per branch_views; runs recorded before the option existed read the same batch ("shared")
+ASYCO_BY_VIEWS = {"shared": "asyco_sharedViews", "perturbed": "asyco"}
 LABELS = {**MAIN_LABELS, **{k: "AsyCo " + v for k, v in ABLATION_LABELS.items()}, **CONTROL_LABELS}
 ORDER = list(MAIN_LABELS)
 
@@ -200,7 +204,7 @@ def markdown(scores: pd.DataFrame, records: dict, setup: dict, failed: list, df:
                      f"{', '.join(f'{x:+.2f}' for x in g)}" +
                      ("" if (g >= MIN_GAP * 100).all() else
                       f" — gap closure is n/a for seeds with a gap below {MIN_GAP * 100:.1f} points."))
-    lines += ablation_table(scores, classes)
+    lines += ablation_table(scores, classes, records)
     lines += ["", "## Per-case paired difference to labeled-only (same seed, same test cases)", "",
               "Mean over classes per test case, then method − labeled-only per case: mean ± std over "
               "cases (all seeds pooled) and the number of cases where the method is better. This shows the "
@@ -228,7 +232,18 @@ def paired_delta(scores: pd.DataFrame, method: str, reference: str, n) -> list:
     return [a[k] - b[k] for k in common]
 
 
-def ablation_table(scores: pd.DataFrame, classes: list) -> list:
+def ablation_reference(method: str, records: dict):
+    """The row a variant is compared with: REFERENCE, or the AsyCo with the branch_views its runs used."""
+    if method in REFERENCE or method not in VARIANT_LABELS:
+        return REFERENCE.get(method)
+    views = {r.get("branch_views") or "shared" for (m, _, _), r in records.items() if m == method}
+    if len(views) != 1 or not views <= set(ASYCO_BY_VIEWS):
+        raise SystemExit(f"Runs of {method} used branch_views {sorted(views)}: one of {sorted(ASYCO_BY_VIEWS)} is "
+                         f"needed to pick the AsyCo they are compared with; keep such runs in separate results folders.")
+    return ASYCO_BY_VIEWS[views.pop()]
+
+
+def ablation_table(scores: pd.DataFrame, classes: list, records: dict) -> list:
     """Markdown lines: AsyCo's default against each ablation, per budget that has ablation runs."""
     budgets = sorted(scores[scores.method.isin(list(VARIANT_LABELS))].n_labeled.unique())
     if not budgets:
@@ -246,7 +261,7 @@ def ablation_table(scores: pd.DataFrame, classes: list) -> list:
             if sub.empty:
                 continue
             name = "AsyCo (defaults)" if m == "asyco" else VARIANT_LABELS.get(m, MAIN_LABELS.get(m, m))
-            reference = REFERENCE.get(m, DEFAULT_ABLATION_REFERENCE if m in VARIANT_LABELS else None)
+            reference = ablation_reference(m, records)
             d_ref = paired_delta(scores, m, reference, n) if reference else []
             d_lower = paired_delta(scores, m, "labeled_only", n) if m != "labeled_only" else []
             cells = [name, f"{int(n)}", str(len(sub))] + [fmt(sub[f"dice_{c}"], 2, 100) for c in classes]

@@ -75,6 +75,7 @@ METHODS = {
     **{"asyco_" + cls.__name__.split("_", 1)[1]: (cls.__name__, True) for cls in ABLATIONS},
     # control: CPS with AsyCo's per-branch views, to tell the views' effect from AsyCo's
     "cps_perturbedViews": ("nnUNetTrainerCPS_perturbedViews", True),
+    "cps_perturbedMixedViews": ("nnUNetTrainerCPS_perturbedMixedViews", True),
 }
 DEFAULT_METHODS = ("labeled_only", "mean_teacher", "cps", "asyco", "full")
 DATASET_NAME = "AsyCoQuality"
@@ -328,7 +329,9 @@ def run_one(args, env: dict, raw: str, method: str, fraction: float, n_labeled: 
     record.update(method=method, trainer=trainer, iterations=args.iterations, fraction=fraction,
                   n_labeled=n_labeled, seed=seed, train_seconds=train_seconds, predict_seconds=predict_seconds,
                   labeled_cases=subset["labeled"] if (uses_subset and subset) else "all of fold 0",
-                  device=args.device)
+                  device=args.device,
+                  # two-branch trainers: what each branch reads (report.py picks an ablation's reference by it)
+                  branch_views=getattr(getattr(budget_trainers, trainer, None), "branch_views", None))
     with open(os.path.join(args.runs_dir, rid + ".json"), "w") as f:
         json.dump(record, f, indent=1)
     tmp = csv_path + ".part"

@@ -78,6 +78,12 @@ class nnUNetTrainerAsyCo_perturbedViewsCutout(nnUNetTrainerAsyCo):
     branch_views = "perturbed_cutout"
 
 
+class nnUNetTrainerAsyCo_perturbedMixedViews(nnUNetTrainerAsyCo):
+    """Per-branch perturbed views, and in each step one branch reads a CutMix of the unlabeled samples (the other's
+    outputs are mixed to match, nnunetv2_asyco.view_mixing)."""
+    branch_views = "perturbed_mixed"
+
+
 # every ablation trainer: one part off, or the alternative for one open choice (the quality benchmark runs these)
 ABLATIONS = (nnUNetTrainerAsyCo_noRemap, nnUNetTrainerAsyCo_noBranchOutput, nnUNetTrainerAsyCo_noInterHead,
              nnUNetTrainerAsyCo_noRepresentation, nnUNetTrainerAsyCo_cpsBranchOutput,
@@ -85,7 +91,7 @@ ABLATIONS = (nnUNetTrainerAsyCo_noRemap, nnUNetTrainerAsyCo_noBranchOutput, nnUN
              nnUNetTrainerAsyCo_noRemappedSupervision, nnUNetTrainerAsyCo_unlabeledConsistencyOnly,
              nnUNetTrainerAsyCo_fullResConsistency, nnUNetTrainerAsyCo_representationBottleneck,
              nnUNetTrainerAsyCo_lowConsistencyWeights, nnUNetTrainerAsyCo_sharedViews,
-             nnUNetTrainerAsyCo_perturbedViewsCutout)
+             nnUNetTrainerAsyCo_perturbedViewsCutout, nnUNetTrainerAsyCo_perturbedMixedViews)
 
 
 class nnUNetTrainerAsyCo_residualB(nnUNetTrainerAsyCo):

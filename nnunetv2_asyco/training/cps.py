@@ -25,7 +25,8 @@ Choices, as class attributes (variants change one of them):
   uses no threshold).
 - ``branch_views = "shared"``: both branches read the same batch, as in the
   paper; ``_perturbedViews`` gives each its own perturbed view of the unlabeled
-  samples (``nnunetv2_asyco.branch_views``).
+  samples (``nnunetv2_asyco.branch_views``), ``_perturbedMixedViews`` adds
+  the mixed views (``nnunetv2_asyco.view_mixing``).
 
 Prediction is the ensemble of both branches (``TwoBranchNetwork.forward``),
 so ``nnUNetv2_predict -tr nnUNetTrainerCPS`` works unchanged, exactly as for AsyCo.
@@ -73,7 +74,12 @@ class nnUNetTrainerCPS_perturbedViews(nnUNetTrainerCPS):
     branch_views = "perturbed"
 
 
-for _base in (nnUNetTrainerCPS, nnUNetTrainerCPS_perturbedViews):
+class nnUNetTrainerCPS_perturbedMixedViews(nnUNetTrainerCPS):
+    """Perturbed views plus AsyCo's mixed views: pseudo-labels from the unmixed branch, mixed (CPS's CutMix idea)."""
+    branch_views = "perturbed_mixed"
+
+
+for _base in (nnUNetTrainerCPS, nnUNetTrainerCPS_perturbedViews, nnUNetTrainerCPS_perturbedMixedViews):
     globals().update(epoch_variants(_base, __name__))
 del _base
 globals().update(demo_variant(nnUNetTrainerCPS, __name__))

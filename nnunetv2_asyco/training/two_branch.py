@@ -65,7 +65,7 @@ class TwoBranchTrainerMixin(OutputLossesMixin):
 
     branch_b_encoder: str = "same"  # "same" | "residual" | "plain", see nnunetv2_asyco.branches
     activation_checkpointing: bool = False  # memory mode: recompute stage activations in backward
-    branch_views: str = "shared"  # "shared" | "perturbed" | "perturbed_cutout", see nnunetv2_asyco.branch_views
+    branch_views: str = "shared"  # "shared" | "perturbed" | "perturbed_cutout" | "perturbed_mixed", see branch_views.py
 
     # nnU-Net records the init arguments from this signature (inspect), so it must be spelled out
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
@@ -86,8 +86,9 @@ class TwoBranchTrainerMixin(OutputLossesMixin):
     def branch_outputs(self, data: torch.Tensor, unlabeled: torch.Tensor,
                        remap_plan: RemapPlan) -> Tuple[BranchOutputs, BranchOutputs]:
         """Both branches' training outputs on [labeled; unlabeled], each branch on its view (``branch_views``)."""
-        x_a, x_b = branch_inputs(data, unlabeled, self.view_perturbation)
-        return self.network(x_a, remap_plan=remap_plan, x_b=x_b)
+        x_a, x_b, mix = branch_inputs(data, unlabeled, self.view_perturbation)
+        out_a, out_b = self.network(x_a, remap_plan=remap_plan, x_b=x_b)
+        return (out_a, out_b) if mix is None else mix.align(out_a, out_b)
 
     def initialize(self):
         super().initialize()

@@ -38,6 +38,7 @@ BASES = (
     ("nnunetv2_asyco.training.mean_teacher", "nnUNetTrainerMeanTeacher"),
     ("nnunetv2_asyco.training.cps", "nnUNetTrainerCPS"),
     ("nnunetv2_asyco.training.cps", "nnUNetTrainerCPS_perturbedViews"),
+    ("nnunetv2_asyco.training.cps", "nnUNetTrainerCPS_perturbedMixedViews"),
     ("nnunetv2_asyco.training.asyco", "nnUNetTrainerAsyCo"),
 ) + tuple(("nnunetv2_asyco.training.asyco_variants", cls.__name__) for cls in ABLATIONS)
 
