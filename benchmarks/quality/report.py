@@ -40,6 +40,7 @@ ABLATION_LABELS = {
     "asyco_noRemap": "w/o remapping (and inter-head)", "asyco_noBranchOutput": "w/o branch-output cons.",
     "asyco_noInterHead": "w/o inter-head cons.", "asyco_noRepresentation": "w/o representation cons.",
     "asyco_cpsBranchOutput": "branch-output: hard (CPS) instead of soft",
+    "asyco_cpsBranchOutputWeight1": "branch-output: hard (CPS) at CPS's weight 1",
     "asyco_remapPerScale": "remap schedule: per scale", "asyco_remapAlways": "remap schedule: always",
     "asyco_noRemappedSupervision": "remapped paths not supervised",
     "asyco_unlabeledConsistencyOnly": "consistency on unlabeled samples only",

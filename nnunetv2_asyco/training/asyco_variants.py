@@ -30,6 +30,13 @@ class nnUNetTrainerAsyCo_cpsBranchOutput(nnUNetTrainerAsyCo):
     branch_output_mode = "cps"
 
 
+class nnUNetTrainerAsyCo_cpsBranchOutputWeight1(nnUNetTrainerAsyCo):
+    """Hard cross pseudo-labels as branch-output consistency at CPS's own weight (1, not the soft term's 10): CPS's
+    loss with AsyCo's remapping, inter-head and representation consistency on top."""
+    branch_output_mode = "cps"
+    weight_branch_output = 1.0
+
+
 class nnUNetTrainerAsyCo_remapPerScale(nnUNetTrainerAsyCo):
     """Remapping drawn per deep-supervision scale instead of per direction."""
     remap_schedule = "per_scale"
@@ -87,6 +94,7 @@ class nnUNetTrainerAsyCo_perturbedMixedViews(nnUNetTrainerAsyCo):
 # every ablation trainer: one part off, or the alternative for one open choice (the quality benchmark runs these)
 ABLATIONS = (nnUNetTrainerAsyCo_noRemap, nnUNetTrainerAsyCo_noBranchOutput, nnUNetTrainerAsyCo_noInterHead,
              nnUNetTrainerAsyCo_noRepresentation, nnUNetTrainerAsyCo_cpsBranchOutput,
+             nnUNetTrainerAsyCo_cpsBranchOutputWeight1,
              nnUNetTrainerAsyCo_remapPerScale, nnUNetTrainerAsyCo_remapAlways,
              nnUNetTrainerAsyCo_noRemappedSupervision, nnUNetTrainerAsyCo_unlabeledConsistencyOnly,
              nnUNetTrainerAsyCo_fullResConsistency, nnUNetTrainerAsyCo_representationBottleneck,
