@@ -100,10 +100,12 @@ def branch_inputs(data: torch.Tensor, unlabeled: torch.Tensor,
     """Inputs of branch A and branch B for one step (``perturbation``: ``view_perturbation(branch_views)``)."""
     if perturbation is None:
         return BranchInputs(torch.cat((data, unlabeled)), None, None)
-    x_a, x_b = torch.cat((data, perturbation(unlabeled))), torch.cat((data, perturbation(unlabeled)))
-    if perturbation.mix_side is None:
-        return BranchInputs(x_a, x_b, None)
-    mix = draw_view_mix(data.shape[0], unlabeled, perturbation.mix_side)
-    if mix.mixed_branch == "A":
-        return BranchInputs(mix.mix(x_a), x_b, mix)
-    return BranchInputs(x_a, mix.mix(x_b), mix)
+    view_a, view_b = perturbation(unlabeled), perturbation(unlabeled)
+    mix = None
+    if perturbation.mix_side is not None:
+        mix = draw_view_mix(data.shape[0], unlabeled, perturbation.mix_side)
+        if mix.mixed_branch == "A":
+            view_a = mix.boxes.apply(view_a)
+        else:
+            view_b = mix.boxes.apply(view_b)
+    return BranchInputs(torch.cat((data, view_a)), torch.cat((data, view_b)), mix)

@@ -295,6 +295,10 @@ def test_branch_b_reads_its_own_view_when_given(tiny_configuration):
         assert torch.equal(out_b.remapped[s], head_for_scale(net.branch_a.decoder, s)(out_b.features[s]))
 
 
+def corr(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(torch.corrcoef(torch.stack((a.flatten(), b.flatten())))[0, 1])
+
+
 @pytest.mark.parametrize("spatial", [(32, 32), (8, 16, 16)])
 @pytest.mark.parametrize("views", ["perturbed", "perturbed_cutout"])
 def test_perturbed_views_differ_per_branch_only_on_unlabeled_samples(views, spatial):
@@ -309,12 +313,8 @@ def test_perturbed_views_differ_per_branch_only_on_unlabeled_samples(views, spat
     for view in (x_a[2:], x_b[2:]):
         assert not torch.allclose(view, unlabeled, atol=0.05)
         # geometry kept: each view still correlates voxel by voxel with the unperturbed samples
-        assert torch.corrcoef(torch.stack((view.flatten(), unlabeled.flatten())))[0, 1] > 0.5
+        assert corr(view, unlabeled) > 0.5
     assert not torch.allclose(x_a[2:], x_b[2:], atol=0.05)
-
-
-def corr(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float(torch.corrcoef(torch.stack((a.flatten(), b.flatten())))[0, 1])
 
 
 @pytest.mark.parametrize("spatial", [(16, 24), (8, 16, 16)])
