@@ -55,6 +55,7 @@ import shutil
 import subprocess
 import sys
 import time
+import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -146,6 +147,18 @@ def setup_dict(args) -> dict:
     if args.plans == DEFAULT_PLANS:  # patch, batch and widths are nnU-Net's choice then
         setup.update(plans=DEFAULT_PLANS, patch=None, batch_size=None, max_features=None)
     return setup
+
+
+BENCH_MODULES = ("medpy", "pandas", "matplotlib")  # the project's [bench] extra
+
+
+def check_bench_dependencies() -> None:
+    """Fail before any training if scoring or the report could not run afterwards (hours of training lost)."""
+    import importlib.util
+    missing = [m for m in BENCH_MODULES if importlib.util.find_spec(m) is None]
+    if missing:
+        raise BenchError(f"missing {', '.join(missing)} (needed to score and report the runs); install the "
+                         f"benchmark extra: pip install -e \".[bench]\"")
 
 
 def check_setup(args) -> None:
@@ -299,7 +312,7 @@ def run_id(method: str, n_labeled: int, seed: int) -> str:
 
 def run_one(args, env: dict, raw: str, method: str, fraction: float, n_labeled: int, seed: int,
             subset: dict = None) -> str:
-    base, uses_subset = METHODS[method]
+    base = METHODS[method][0]
     rid = run_id(method, n_labeled, seed)
     csv_path = os.path.join(args.runs_dir, rid + ".csv")
     if os.path.isfile(csv_path):
@@ -322,6 +335,17 @@ def run_one(args, env: dict, raw: str, method: str, fraction: float, n_labeled: 
     predict_seconds = run_cmd([find_cli("nnUNetv2_predict"), "-i", os.path.join(raw, "imagesTs"), "-o", pred,
                                "-d", did, "-c", "2d", "-f", "0", "-p", args.plans, "-tr", trainer, "-npp", "1",
                                "-nps", "1", "-device", args.device], run_env, os.path.join(logs, "predict.log"))
+    write_run_results(args, raw, method, trainer, fraction, n_labeled, seed, subset, pred, results_root,
+                      train_seconds, predict_seconds)
+    return "done"
+
+
+def write_run_results(args, raw: str, method: str, trainer: str, fraction: float, n_labeled: int, seed: int,
+                      subset, pred: str, results_root: str, train_seconds: float, predict_seconds: float) -> None:
+    """Score a finished run's test-set predictions and write its JSON (curves, timing) and CSV (per case, class)."""
+    uses_subset = METHODS[method][1]
+    rid = run_id(method, n_labeled, seed)
+    csv_path = os.path.join(args.runs_dir, rid + ".csv")
     rows = score_run(raw, pred)
     fold_dir = os.path.join(results_root, f"Dataset{args.dataset_id:03d}_{DATASET_NAME}",
                             f"{trainer}__{args.plans}__2d", "fold_0")
@@ -348,7 +372,6 @@ def run_one(args, env: dict, raw: str, method: str, fraction: float, n_labeled: 
     spi = record["seconds_per_iteration"]
     say(f"[done] {rid}: train {train_seconds:.0f} s ({spi:.3f} s/iteration), predict {predict_seconds:.0f} s, "
         f"mean Dice {sum(r[2] for r in rows if not math.isnan(r[2])) / max(1, sum(not math.isnan(r[2]) for r in rows)):.4f}")
-    return "done"
 
 
 def run_block(args, env: dict, raw: str, block: list, seed: int) -> list:
@@ -361,6 +384,10 @@ def run_block(args, env: dict, raw: str, block: list, seed: int) -> list:
             rid = run_id(method, n_labeled, seed)
             say(f"[FAILED] {rid}: {e}")
             return rid, str(e)
+        except Exception:  # a bug in scoring or recording: keep the other runs going, report it with the rest
+            rid = run_id(method, n_labeled, seed)
+            say(f"[FAILED] {rid}: unexpected error\n{traceback.format_exc()}")
+            return rid, traceback.format_exc()
         return None
 
     if args.parallel == 1:
@@ -424,6 +451,7 @@ def main(argv=None) -> int:
     t0 = time.time()
     failures = []
     try:
+        check_bench_dependencies()
         check_setup(args)
         env = base_env(args)
         raw = prepare_dataset(args, env)
