@@ -335,16 +335,16 @@ def run_one(args, env: dict, raw: str, method: str, fraction: float, n_labeled: 
     predict_seconds = run_cmd([find_cli("nnUNetv2_predict"), "-i", os.path.join(raw, "imagesTs"), "-o", pred,
                                "-d", did, "-c", "2d", "-f", "0", "-p", args.plans, "-tr", trainer, "-npp", "1",
                                "-nps", "1", "-device", args.device], run_env, os.path.join(logs, "predict.log"))
-    write_run_results(args, raw, method, trainer, fraction, n_labeled, seed, subset, pred, results_root,
+    write_run_results(args, raw, rid, method, trainer, fraction, n_labeled, seed, subset, pred, results_root,
                       train_seconds, predict_seconds)
     return "done"
 
 
-def write_run_results(args, raw: str, method: str, trainer: str, fraction: float, n_labeled: int, seed: int,
-                      subset, pred: str, results_root: str, train_seconds: float, predict_seconds: float) -> None:
+def write_run_results(args, raw: str, rid: str, method: str, trainer: str, fraction: float, n_labeled: int,
+                      seed: int, subset, pred: str, results_root: str, train_seconds: float,
+                      predict_seconds: float) -> None:
     """Score a finished run's test-set predictions and write its JSON (curves, timing) and CSV (per case, class)."""
     uses_subset = METHODS[method][1]
-    rid = run_id(method, n_labeled, seed)
     csv_path = os.path.join(args.runs_dir, rid + ".csv")
     rows = score_run(raw, pred)
     fold_dir = os.path.join(results_root, f"Dataset{args.dataset_id:03d}_{DATASET_NAME}",
@@ -378,17 +378,16 @@ def run_block(args, env: dict, raw: str, block: list, seed: int) -> list:
     """Run (method, fraction, n_labeled, subset) jobs, ``args.parallel`` at a time; return the failures."""
     def one(job):
         method, fraction, n_labeled, subset = job
+        rid = run_id(method, n_labeled, seed)
         try:
             run_one(args, env, raw, method, fraction, n_labeled, seed, subset)
+            return None
         except BenchError as e:
-            rid = run_id(method, n_labeled, seed)
-            say(f"[FAILED] {rid}: {e}")
-            return rid, str(e)
+            error = str(e)
         except Exception:  # a bug in scoring or recording: keep the other runs going, report it with the rest
-            rid = run_id(method, n_labeled, seed)
-            say(f"[FAILED] {rid}: unexpected error\n{traceback.format_exc()}")
-            return rid, traceback.format_exc()
-        return None
+            error = "unexpected error\n" + traceback.format_exc()
+        say(f"[FAILED] {rid}: {error}")
+        return rid, error
 
     if args.parallel == 1:
         outcomes = [one(job) for job in block]
