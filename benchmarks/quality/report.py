@@ -41,6 +41,8 @@ ABLATION_LABELS = {
     "asyco_noInterHead": "w/o inter-head cons.", "asyco_noRepresentation": "w/o representation cons.",
     "asyco_cpsBranchOutput": "branch-output: hard (CPS) instead of soft",
     "asyco_cpsBranchOutputWeight1": "branch-output: hard (CPS) at CPS's weight 1",
+    "asyco_branchOutputWeight3": "branch-output: soft at weight 3 (not 10)",
+    "asyco_branchOutputWeight30": "branch-output: soft at weight 30 (not 10)",
     "asyco_remapPerScale": "remap schedule: per scale", "asyco_remapAlways": "remap schedule: always",
     "asyco_noRemappedSupervision": "remapped paths not supervised",
     "asyco_unlabeledConsistencyOnly": "consistency on unlabeled samples only",

@@ -37,6 +37,18 @@ class nnUNetTrainerAsyCo_cpsBranchOutputWeight1(nnUNetTrainerAsyCo):
     weight_branch_output = 1.0
 
 
+class nnUNetTrainerAsyCo_branchOutputWeight3(nnUNetTrainerAsyCo):
+    """Soft branch-output consistency at weight 3 instead of 10: with 2 labeled cases the branches' shared errors
+    may be reinforced by a strong pull towards each other's probabilities."""
+    weight_branch_output = 3.0
+
+
+class nnUNetTrainerAsyCo_branchOutputWeight30(nnUNetTrainerAsyCo):
+    """Soft branch-output consistency at weight 30 instead of 10 (at 2.5% labels weight 3 and hard pseudo-labels at
+    weight 1 both scored lower than 10)."""
+    weight_branch_output = 30.0
+
+
 class nnUNetTrainerAsyCo_remapPerScale(nnUNetTrainerAsyCo):
     """Remapping drawn per deep-supervision scale instead of per direction."""
     remap_schedule = "per_scale"
@@ -94,7 +106,8 @@ class nnUNetTrainerAsyCo_perturbedMixedViews(nnUNetTrainerAsyCo):
 # every ablation trainer: one part off, or the alternative for one open choice (the quality benchmark runs these)
 ABLATIONS = (nnUNetTrainerAsyCo_noRemap, nnUNetTrainerAsyCo_noBranchOutput, nnUNetTrainerAsyCo_noInterHead,
              nnUNetTrainerAsyCo_noRepresentation, nnUNetTrainerAsyCo_cpsBranchOutput,
-             nnUNetTrainerAsyCo_cpsBranchOutputWeight1,
+             nnUNetTrainerAsyCo_cpsBranchOutputWeight1, nnUNetTrainerAsyCo_branchOutputWeight3,
+             nnUNetTrainerAsyCo_branchOutputWeight30,
              nnUNetTrainerAsyCo_remapPerScale, nnUNetTrainerAsyCo_remapAlways,
              nnUNetTrainerAsyCo_noRemappedSupervision, nnUNetTrainerAsyCo_unlabeledConsistencyOnly,
              nnUNetTrainerAsyCo_fullResConsistency, nnUNetTrainerAsyCo_representationBottleneck,
