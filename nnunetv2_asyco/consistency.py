@@ -16,7 +16,7 @@ from typing import Dict, Sequence
 import torch
 import torch.nn.functional as F
 
-BRANCH_OUTPUT_MODES = ("soft", "cps")
+BRANCH_OUTPUT_MODES = ("soft", "cps", "class_balanced")
 
 
 def probabilities(logits: torch.Tensor, activation: str) -> torch.Tensor:
@@ -27,6 +27,22 @@ def probabilities(logits: torch.Tensor, activation: str) -> torch.Tensor:
 def probability_mse(logits_p: torch.Tensor, logits_q: torch.Tensor, activation: str) -> torch.Tensor:
     """Mean squared difference of the two predictions' probabilities (gradient to both sides)."""
     return F.mse_loss(probabilities(logits_p, activation), probabilities(logits_q, activation))
+
+
+def class_balanced_mse(logits_p: torch.Tensor, logits_q: torch.Tensor, activation: str,
+                       smooth: float = 1.0) -> torch.Tensor:
+    """Squared probability difference per class, divided by the class's own probability mass, averaged over classes.
+
+    Plain MSE averages over every voxel, so a disagreement on a small structure is a tiny share of it; here each
+    class counts equally (like nnU-Net's Dice loss: summed over batch and space, background channel of softmax
+    outputs left out). Equals 1 - soft Dice with squared denominators, so it is zero when the sides are identical.
+    """
+    p, q = probabilities(logits_p, activation), probabilities(logits_q, activation)
+    if activation == "softmax":
+        p, q = p[:, 1:], q[:, 1:]
+    dims = [0] + list(range(2, p.ndim))
+    per_class = ((p - q) ** 2).sum(dims) / ((p ** 2).sum(dims) + (q ** 2).sum(dims) + smooth)
+    return per_class.mean()
 
 
 def pseudo_label_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, activation: str,
@@ -71,6 +87,8 @@ def branch_output_consistency(default_a: Sequence[torch.Tensor], default_b: Sequ
             continue
         if mode == "soft":
             term = probability_mse(default_a[s], default_b[s], activation)
+        elif mode == "class_balanced":
+            term = class_balanced_mse(default_a[s], default_b[s], activation)
         else:
             term = cross_pseudo_supervision(default_a[s], default_b[s], activation, confidence_threshold)
         total = total + w * term

@@ -155,6 +155,30 @@ def test_zero_weight_scale_contributes_nothing(tiny_configuration):
     assert only_full.item() == pytest.approx(probability_mse(a.default[0], b.default[0], "softmax").item())
 
 
+def _one_hot_logits(label_map, num_classes):
+    return F.one_hot(label_map, num_classes).permute(0, 3, 1, 2).float() * 20.0  # near-certain softmax
+
+
+def test_class_balanced_branch_output_weighs_small_classes_like_large_ones():
+    from nnunetv2_asyco.consistency import class_balanced_mse, probability_mse
+    ref = torch.zeros(1, 32, 32, dtype=torch.long)
+    ref[:, :16] = 1  # large class: 512 voxels
+    ref[:, 20:22, 20:22] = 2  # small class: 4 voxels
+    large_wrong, small_wrong = ref.clone(), ref.clone()
+    large_wrong[:, :8] = 0  # half of the large class missed
+    small_wrong[:, 20:21, 20:22] = 0  # half of the small class missed
+    ref_l, large_l, small_l = (_one_hot_logits(m, 3) for m in (ref, large_wrong, small_wrong))
+    assert class_balanced_mse(ref_l, ref_l, "softmax").item() == pytest.approx(0.0, abs=1e-6)
+    # plain MSE barely sees the small structure; the class-balanced term gives both misses the same size
+    assert probability_mse(ref_l, small_l, "softmax") < probability_mse(ref_l, large_l, "softmax") / 50
+    cb_large, cb_small = class_balanced_mse(ref_l, large_l, "softmax"), class_balanced_mse(ref_l, small_l, "softmax")
+    assert cb_small.item() == pytest.approx(cb_large.item(), rel=0.3)
+    via_mode = branch_output_consistency([ref_l], [small_l], [1.0], "softmax", mode="class_balanced")
+    assert via_mode.item() == pytest.approx(cb_small.item())
+    with pytest.raises(ValueError, match="class_balanced"):
+        branch_output_consistency([ref_l], [small_l], [1.0], "softmax", mode="balanced")
+
+
 def test_rampup_values():
     assert sigmoid_rampup(0.0, 0.4) == pytest.approx(math.exp(-5))
     assert sigmoid_rampup(0.2, 0.4) == pytest.approx(math.exp(-5 * 0.25))

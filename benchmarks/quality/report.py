@@ -43,6 +43,7 @@ ABLATION_LABELS = {
     "asyco_cpsBranchOutputWeight1": "branch-output: hard (CPS) at CPS's weight 1",
     "asyco_branchOutputWeight3": "branch-output: soft at weight 3 (not 10)",
     "asyco_branchOutputWeight30": "branch-output: soft at weight 30 (not 10)",
+    "asyco_classBalancedBranchOutput": "branch-output: class-balanced (each class equal) at weight 1",
     "asyco_remapPerScale": "remap schedule: per scale", "asyco_remapAlways": "remap schedule: always",
     "asyco_noRemappedSupervision": "remapped paths not supervised",
     "asyco_unlabeledConsistencyOnly": "consistency on unlabeled samples only",

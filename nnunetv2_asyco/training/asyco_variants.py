@@ -49,6 +49,14 @@ class nnUNetTrainerAsyCo_branchOutputWeight30(nnUNetTrainerAsyCo):
     weight_branch_output = 30.0
 
 
+class nnUNetTrainerAsyCo_classBalancedBranchOutput(nnUNetTrainerAsyCo):
+    """Branch-output consistency with every class weighted equally (squared difference over the class's probability
+    mass, consistency.class_balanced_mse) at weight 1: at 2.5% labels the runs differ mostly in whether a small
+    class is learnt, and plain MSE gives a small class's disagreement almost no weight."""
+    branch_output_mode = "class_balanced"
+    weight_branch_output = 1.0
+
+
 class nnUNetTrainerAsyCo_remapPerScale(nnUNetTrainerAsyCo):
     """Remapping drawn per deep-supervision scale instead of per direction."""
     remap_schedule = "per_scale"
@@ -107,7 +115,7 @@ class nnUNetTrainerAsyCo_perturbedMixedViews(nnUNetTrainerAsyCo):
 ABLATIONS = (nnUNetTrainerAsyCo_noRemap, nnUNetTrainerAsyCo_noBranchOutput, nnUNetTrainerAsyCo_noInterHead,
              nnUNetTrainerAsyCo_noRepresentation, nnUNetTrainerAsyCo_cpsBranchOutput,
              nnUNetTrainerAsyCo_cpsBranchOutputWeight1, nnUNetTrainerAsyCo_branchOutputWeight3,
-             nnUNetTrainerAsyCo_branchOutputWeight30,
+             nnUNetTrainerAsyCo_branchOutputWeight30, nnUNetTrainerAsyCo_classBalancedBranchOutput,
              nnUNetTrainerAsyCo_remapPerScale, nnUNetTrainerAsyCo_remapAlways,
              nnUNetTrainerAsyCo_noRemappedSupervision, nnUNetTrainerAsyCo_unlabeledConsistencyOnly,
              nnUNetTrainerAsyCo_fullResConsistency, nnUNetTrainerAsyCo_representationBottleneck,
