@@ -16,8 +16,6 @@ from typing import Dict, Sequence
 import torch
 import torch.nn.functional as F
 
-BRANCH_OUTPUT_MODES = ("soft", "cps", "class_balanced")
-
 
 def probabilities(logits: torch.Tensor, activation: str) -> torch.Tensor:
     logits = logits.float()
@@ -43,6 +41,11 @@ def class_balanced_mse(logits_p: torch.Tensor, logits_q: torch.Tensor, activatio
     dims = [0] + list(range(2, p.ndim))
     per_class = ((p - q) ** 2).sum(dims) / ((p ** 2).sum(dims) + (q ** 2).sum(dims) + smooth)
     return per_class.mean()
+
+
+# soft branch-output terms by mode (gradient to both branches); "cps" is the hard-label alternative
+SOFT_BRANCH_OUTPUT_TERMS = {"soft": probability_mse, "class_balanced": class_balanced_mse}
+BRANCH_OUTPUT_MODES = tuple(SOFT_BRANCH_OUTPUT_TERMS) + ("cps",)
 
 
 def pseudo_label_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, activation: str,
@@ -85,12 +88,10 @@ def branch_output_consistency(default_a: Sequence[torch.Tensor], default_b: Sequ
     for s, w in enumerate(scale_weights):
         if w == 0:
             continue
-        if mode == "soft":
-            term = probability_mse(default_a[s], default_b[s], activation)
-        elif mode == "class_balanced":
-            term = class_balanced_mse(default_a[s], default_b[s], activation)
-        else:
+        if mode == "cps":
             term = cross_pseudo_supervision(default_a[s], default_b[s], activation, confidence_threshold)
+        else:
+            term = SOFT_BRANCH_OUTPUT_TERMS[mode](default_a[s], default_b[s], activation)
         total = total + w * term
     return total
 

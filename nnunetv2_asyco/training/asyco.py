@@ -26,7 +26,7 @@ class nnUNetTrainerAsyCo(TwoBranchTrainerMixin, nnUNetTrainerSemiSupervised):
     weight_branch_output: float = 10.0  # a_bo
     weight_inter_head: float = 10.0  # a_ih
     weight_representation: float = 1.0  # a_rep
-    branch_output_mode: str = "soft"  # "soft": probability MSE; "cps": cross pseudo-supervision; "class_balanced": per-class normalised MSE
+    branch_output_mode: str = "soft"  # one of consistency.BRANCH_OUTPUT_MODES (README, Options)
     confidence_threshold: float = 0.0  # only for "cps"
     representation_layers: str = "decoder"
     consistency_scales: str = "all"  # every deep-supervision scale with nnU-Net's weights, or "full_res"
