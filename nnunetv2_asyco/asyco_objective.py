@@ -4,52 +4,41 @@ Kept apart from the trainer so that it can be used (and tested, e.g. under
 DDP) with nothing but a two-branch module's outputs and nnU-Net's loss.
 """
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional
 
 import torch
 
 from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
 
-from nnunetv2_asyco.consistency import (branch_output_consistency, inter_head_consistency,
+from nnunetv2_asyco.consistency import (BRANCH_OUTPUT_MODES, branch_output_consistency, inter_head_consistency,
                                         representation_consistency)
 from nnunetv2_asyco.network import BranchOutputs
+from nnunetv2_asyco.shared_losses import (CONSISTENCY_SCALES, consistency_scale_weights, first_consistency_row,
+                                          supervised_loss_of_both_branches)
 
 REPRESENTATION_LAYERS = ("decoder", "bottleneck", "decoder+bottleneck")
-CONSISTENCY_SCALES = ("all", "full_res")
 TERMS = ("supervised", "branch_output", "inter_head", "representation")
 
 
-def consistency_scale_weights(supervised_loss, consistency_scales: str, num_scales: int) -> List[float]:
-    """Consistency weight per deep-supervision scale (0 = full resolution), shared by every method.
-
-    "all": nnU-Net's deep-supervision weights (normalised; the coarsest ~0); "full_res": the output only.
-    """
-    if consistency_scales not in CONSISTENCY_SCALES:
-        raise ValueError(f"consistency_scales must be one of {CONSISTENCY_SCALES}, got {consistency_scales!r}")
-    if isinstance(supervised_loss, DeepSupervisionWrapper) and consistency_scales == "all":
-        return [float(w) for w in supervised_loss.weight_factors]
-    return [1.0] + [0.0] * (num_scales - 1)
-
-
-@dataclass
+@dataclass(frozen=True)
 class AsyCoOptions:
-    """The choices the abstract leaves open; documented on nnUNetTrainerAsyCo's attributes."""
-    supervise_remapped_paths: bool = True
-    weight_branch_output: float = 1.0
-    weight_inter_head: float = 1.0
-    weight_representation: float = 0.1
-    branch_output_mode: str = "soft"
-    confidence_threshold: float = 0.0
-    representation_layers: str = "decoder"
-    consistency_scales: str = "all"
-    consistency_on_labeled: bool = True
+    """The loss options of one AsyCo run. Their defaults (and what each means) are nnUNetTrainerAsyCo's attributes."""
+    supervise_remapped_paths: bool
+    weight_branch_output: float
+    weight_inter_head: float
+    weight_representation: float
+    branch_output_mode: str
+    confidence_threshold: float
+    representation_layers: str
+    consistency_scales: str
+    consistency_on_labeled: bool
 
     def __post_init__(self):
-        if self.representation_layers not in REPRESENTATION_LAYERS:
-            raise ValueError(f"representation_layers must be one of {REPRESENTATION_LAYERS}, "
-                             f"got {self.representation_layers!r}")
-        if self.consistency_scales not in CONSISTENCY_SCALES:
-            raise ValueError(f"consistency_scales must be one of {CONSISTENCY_SCALES}, got {self.consistency_scales!r}")
+        for name, value, allowed in (("representation_layers", self.representation_layers, REPRESENTATION_LAYERS),
+                                     ("consistency_scales", self.consistency_scales, CONSISTENCY_SCALES),
+                                     ("branch_output_mode", self.branch_output_mode, BRANCH_OUTPUT_MODES)):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
 
 
 class AsyCoObjective:
@@ -71,9 +60,6 @@ class AsyCoObjective:
         return consistency_scale_weights(self.loss, self.options.consistency_scales, num_scales)
 
     # ---- supervised part ------------------------------------------------------------------------
-    def supervised(self, logits: Sequence[torch.Tensor], target) -> torch.Tensor:
-        return self.loss(list(logits) if self.deep_supervision else logits[0], target)
-
     def supervised_remapped(self, remapped: Dict[int, torch.Tensor], target, n_labeled: int) -> Optional[torch.Tensor]:
         """nnU-Net's loss on the active scales of a remapped path, normalised by their weight."""
         targets = target if isinstance(target, list) else [target]
@@ -91,15 +77,14 @@ class AsyCoObjective:
     # ---- all terms -----------------------------------------------------------------------------
     def terms(self, out_a: BranchOutputs, out_b: BranchOutputs, target, n_labeled: int) -> Dict[str, torch.Tensor]:
         o = self.options
-        supervised = self.supervised([x[:n_labeled] for x in out_a.default], target) + \
-            self.supervised([x[:n_labeled] for x in out_b.default], target)
+        supervised = supervised_loss_of_both_branches(self.loss, out_a.default, out_b.default, target, n_labeled)
         if o.supervise_remapped_paths:
             for remapped in (out_a.remapped, out_b.remapped):
                 extra = self.supervised_remapped(remapped, target, n_labeled)
                 if extra is not None:
                     supervised = supervised + extra
 
-        first = 0 if o.consistency_on_labeled else n_labeled
+        first = first_consistency_row(o.consistency_on_labeled, n_labeled)
         a, b = consistency_samples(out_a, first), consistency_samples(out_b, first)
         weights = self.scale_weights(len(a.default))
         zero = supervised.new_zeros((), dtype=torch.float32)

@@ -5,9 +5,8 @@ nnU-Net's ``run_training`` initialises the trainer and then calls
 key of the network (except the segmentation heads) to be in the checkpoint. A
 ``TwoBranchNetwork`` names its keys ``branch_a.*`` / ``branch_b.*``, so a stock
 single-network checkpoint fails that check. ``install_pretrained_weights_hook``
-wraps the name ``run_training`` calls: a two-branch network goes to
-:func:`load_into_two_branches`, every other network to nnU-Net's function
-unchanged.
+routes two-branch networks to :func:`load_into_two_branches` and every other
+network to nnU-Net's function unchanged (``nnunet_compat.route_pretrained_weights``).
 
 Choices (README, "Compatibility"):
 
@@ -25,6 +24,7 @@ from typing import Dict, List, Tuple
 import torch
 
 from nnunetv2_asyco.network import TwoBranchNetwork, unwrap
+from nnunetv2_asyco.nnunet_compat import route_pretrained_weights
 
 HEAD_KEY = ".seg_layers."  # nnU-Net does not transfer segmentation heads
 BRANCHES = ("branch_a", "branch_b")
@@ -70,23 +70,17 @@ def load_into_two_branches(network: TwoBranchNetwork, pretrained: Dict[str, torc
     return loaded, skipped
 
 
+def load_checkpoint_into_two_branches(network, fname: str) -> None:
+    """What ``-pretrained_weights`` does for a two-branch network (see the module docstring)."""
+    checkpoint = torch.load(fname, map_location="cpu", weights_only=False)
+    loaded, skipped = load_into_two_branches(unwrap(network), checkpoint["network_weights"], fname)
+    print(f"Pretrained weights from {fname} loaded into {' and '.join(loaded)} "
+          f"(segmentation heads not transferred, as in nnU-Net).")
+    for name, why in skipped.items():
+        print(f"WARNING: {name} keeps its random initialisation: {why}.")
+
+
 def install_pretrained_weights_hook() -> None:
     """Route nnU-Net's ``-pretrained_weights`` loading of two-branch networks to :func:`load_into_two_branches`."""
-    import nnunetv2.run.run_training as run_training
-    original = getattr(run_training, "load_pretrained_weights", None)
-    if original is None or getattr(original, "handles_two_branch_networks", False):
-        return
-
-    def load_pretrained_weights(network, fname, verbose=False):
-        module = unwrap(network)
-        if not isinstance(module, TwoBranchNetwork):
-            return original(network, fname, verbose)
-        checkpoint = torch.load(fname, map_location="cpu", weights_only=False)
-        loaded, skipped = load_into_two_branches(module, checkpoint["network_weights"], fname)
-        print(f"Pretrained weights from {fname} loaded into {' and '.join(loaded)} "
-              f"(segmentation heads not transferred, as in nnU-Net).")
-        for name, why in skipped.items():
-            print(f"WARNING: {name} keeps its random initialisation: {why}.")
-
-    load_pretrained_weights.handles_two_branch_networks = True
-    run_training.load_pretrained_weights = load_pretrained_weights
+    route_pretrained_weights(load_checkpoint_into_two_branches,
+                             lambda network: isinstance(unwrap(network), TwoBranchNetwork))

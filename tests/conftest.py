@@ -141,7 +141,7 @@ def plan_tiny_dataset(env: dict, dataset_id: int, dim: int, configuration: str, 
     ``edit_raw(folder)`` may change the raw dataset (dataset.json, labels) before planning; ``verify`` adds
     nnU-Net's ``--verify_dataset_integrity`` check.
     """
-    from nnunetv2_asyco.synthetic import write_synthetic_dataset
+    from nnunetv2_asyco.demo.synthetic import write_synthetic_dataset
     folder = write_synthetic_dataset(env["nnUNet_raw"], dataset_id, dim=dim, shape=shape, n_train=n_train,
                                      n_test=n_test, n_unlabeled=n_unlabeled, num_classes=num_classes,
                                      n_channels=n_channels)
@@ -159,7 +159,7 @@ def shrink_plans(env: dict, dataset_id: int, source: str, target: str, patch: di
     old = os.environ.get("nnUNet_preprocessed")
     os.environ["nnUNet_preprocessed"] = env["nnUNet_preprocessed"]
     try:
-        from nnunetv2_asyco.small_plans import make_small_plans
+        from nnunetv2_asyco.demo.small_plans import make_small_plans
         make_small_plans(dataset_id, source, target, patch_size=patch, batch_size=2, max_features=16,
                          max_stages=max_stages)
     finally:

@@ -124,7 +124,7 @@ def ds(tmp_path_factory, shared_2d_dataset):
     """Planned 2-channel 2D dataset, one successful ingestion and one recorded subset (fold 0, 2 cases)."""
     root = tmp_path_factory.mktemp("bad_input")
     env, name = shared_2d_dataset("two_channel_ignore", root)
-    from nnunetv2_asyco.synthetic import write_synthetic_dataset
+    from nnunetv2_asyco.demo.synthetic import write_synthetic_dataset
     unplanned = write_synthetic_dataset(env["nnUNet_raw"], UNPLANNED_ID, dim=2, shape=(32, 32), n_train=2,
                                         n_unlabeled=1, n_channels=2)
     run_cli([INGEST, "-d", DATASET_ID, "-c", "2d", "-np", 1], env=env)

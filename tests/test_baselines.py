@@ -136,11 +136,11 @@ def test_cps_trainer_loss_terms_are_nnunet_loss_and_cross_pseudo_supervision(in_
     n = data.shape[0]
     expected_sup = trainer.loss([o[:n] for o in out_a.default], target) + \
         trainer.loss([o[:n] for o in out_b.default], target)
-    # full resolution, labeled + unlabeled (cps_on_labeled)
+    # full resolution, labeled + unlabeled (consistency_on_labeled)
     expected_cps = cross_pseudo_supervision(out_a.default[0], out_b.default[0], "softmax")
     torch.testing.assert_close(terms["supervised"], expected_sup)
     torch.testing.assert_close(terms["cps"], expected_cps)
-    trainer.cps_on_labeled = False
+    trainer.consistency_on_labeled = False
     with torch.no_grad():
         terms = trainer.compute_loss_terms(data, target, unlabeled)
     torch.testing.assert_close(terms["cps"], cross_pseudo_supervision(out_a.default[0][n:], out_b.default[0][n:],

@@ -20,7 +20,8 @@ from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from conftest import tiny_plans
-from nnunetv2_asyco.asyco_objective import AsyCoObjective, AsyCoOptions
+from nnunetv2_asyco.asyco_objective import AsyCoObjective
+from nnunetv2_asyco.training.asyco import asyco_options_of, nnUNetTrainerAsyCo
 from nnunetv2_asyco.branches import build_branches
 from nnunetv2_asyco.network import RemapPlan, TwoBranchNetwork
 
@@ -43,7 +44,7 @@ def _worker(rank: int, world_size: int, port: int, result_dir: str):
     loss = DeepSupervisionWrapper(DC_and_CE_loss({"batch_dice": True, "smooth": 1e-5, "do_bg": False, "ddp": True},
                                                  {}, weight_ce=1, weight_dice=1,
                                                  dice_class=MemoryEfficientSoftDiceLoss), weights / weights.sum())
-    objective = AsyCoObjective(loss, "softmax", AsyCoOptions(representation_layers="decoder+bottleneck"))
+    objective = AsyCoObjective(loss, "softmax", asyco_options_of(nnUNetTrainerAsyCo, representation_layers="decoder+bottleneck"))
     optimizer = torch.optim.SGD(ddp.parameters(), 1e-2, momentum=0.99, nesterov=True)
 
     g = torch.Generator().manual_seed(100 + rank)  # different samples per rank

@@ -271,7 +271,8 @@ def test_supervised_terms_skip_ignore_label_voxels_consistency_does_not(tiny_con
     from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
     from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
     from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
-    from nnunetv2_asyco.asyco_objective import AsyCoObjective, AsyCoOptions
+    from nnunetv2_asyco.asyco_objective import AsyCoObjective
+    from nnunetv2_asyco.training.asyco import asyco_options_of, nnUNetTrainerAsyCo
     from nnunetv2_asyco.network import BranchOutputs
 
     ignore = 4  # background + 3 classes, then the ignore label
@@ -283,7 +284,7 @@ def test_supervised_terms_skip_ignore_label_voxels_consistency_does_not(tiny_con
     loss = DeepSupervisionWrapper(DC_and_CE_loss({"batch_dice": False, "smooth": 1e-5, "do_bg": False, "ddp": False},
                                                  {}, ignore_label=ignore, dice_class=MemoryEfficientSoftDiceLoss),
                                   [2 / 3, 1 / 3])
-    objective = AsyCoObjective(loss, "softmax", AsyCoOptions())
+    objective = AsyCoObjective(loss, "softmax", asyco_options_of(nnUNetTrainerAsyCo))
 
     def scramble_ignored(t: torch.Tensor, scale: int) -> torch.Tensor:
         t = t.detach().clone()

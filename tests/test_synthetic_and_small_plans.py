@@ -19,8 +19,8 @@ import SimpleITK as sitk
 import torch
 
 from conftest import SHARED_2D_DATASETS
-from nnunetv2_asyco.small_plans import make_small_plans
-from nnunetv2_asyco.synthetic import generate_case, structure_masks, write_synthetic_dataset
+from nnunetv2_asyco.demo.small_plans import make_small_plans
+from nnunetv2_asyco.demo.synthetic import generate_case, structure_masks, write_synthetic_dataset
 
 DATASET_ID = SHARED_2D_DATASETS["one_channel"]["dataset_id"]
 DATASET_NAME = f"Dataset{DATASET_ID:03d}_AsyCoSynthetic"

@@ -52,11 +52,11 @@ def prepare(work: str, patch: int, batch: int, max_features: int) -> dict:
     os.environ.update({k: env[k] for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")})
     plans_file = os.path.join(env["nnUNet_preprocessed"], f"Dataset{DATASET_ID:03d}_AsyCoCost", PLANS + ".json")
     if not os.path.isfile(plans_file):
-        from nnunetv2_asyco.synthetic import write_synthetic_dataset
-        from nnunetv2_asyco.small_plans import make_small_plans
+        from nnunetv2_asyco.demo.synthetic import write_synthetic_dataset
+        from nnunetv2_asyco.demo.small_plans import make_small_plans
         write_synthetic_dataset(env["nnUNet_raw"], DATASET_ID, name="AsyCoCost", dim=2, shape=(128, 128),
                                 n_train=10, n_unlabeled=6)
-        from nnunetv2_asyco.commands import find_cli
+        from nnunetv2_asyco.demo.commands import find_cli
         subprocess.run([find_cli("nnUNetv2_plan_and_preprocess"), "-d", str(DATASET_ID), "-c", "2d",
                         "-np", "1", "-npfp", "1"], env=env, check=True, capture_output=True)
         subprocess.run([find_cli("nnUNetv2_asyco_preprocess_unlabeled"), "-d", str(DATASET_ID), "-c",

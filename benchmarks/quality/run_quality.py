@@ -2,7 +2,7 @@
 
 One command runs the whole protocol with real nnU-Net commands as child processes:
 
-1. write a synthetic 2D dataset (``nnunetv2_asyco.synthetic``, ``--difficulty hard``
+1. write a synthetic 2D dataset (``nnunetv2_asyco.demo.synthetic``, ``--difficulty hard``
    and 5 classes by default: organ, low-contrast inner structure, three small
    boundary structures; subjects differ in shape, size, contrast, noise, blur
    and bias field): ``--n-train``
@@ -62,8 +62,8 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 BENCH_TRAINER_DIR = os.path.join(HERE, "trainers")
 sys.path.insert(0, BENCH_TRAINER_DIR)
 import budget_trainers  # noqa: E402
-from nnunetv2_asyco.synthetic import DIFFICULTIES  # noqa: E402
-from nnunetv2_asyco.training.asyco_variants import ABLATIONS  # noqa: E402
+from nnunetv2_asyco.demo.synthetic import DIFFICULTIES  # noqa: E402
+from nnunetv2_asyco.training.variants.ablations import ablation_trainers  # noqa: E402
 
 # method key -> (trainer base name, trained on the labeled subset)
 METHODS = {
@@ -72,11 +72,10 @@ METHODS = {
     "cps": ("nnUNetTrainerCPS", True),
     "asyco": ("nnUNetTrainerAsyCo", True),
     "full": ("nnUNetTrainer", False),  # upper bound: every label of fold 0
-    # ablations: asyco_<suffix> trains nnUNetTrainerAsyCo_<suffix> (nnunetv2_asyco/training/asyco_variants.py)
-    **{"asyco_" + cls.__name__.split("_", 1)[1]: (cls.__name__, True) for cls in ABLATIONS},
-    # control: CPS with AsyCo's per-branch views, to tell the views' effect from AsyCo's
-    "cps_perturbedViews": ("nnUNetTrainerCPS_perturbedViews", True),
-    "cps_perturbedMixedViews": ("nnUNetTrainerCPS_perturbedMixedViews", True),
+    # ablations and controls (nnunetv2_asyco/training/variants/ablations.py): asyco_<suffix> trains
+    # nnUNetTrainerAsyCo_<suffix>, cps_<suffix> nnUNetTrainerCPS_<suffix>
+    **{cls.__name__[len("nnUNetTrainer"):].replace("AsyCo_", "asyco_").replace("CPS_", "cps_"): (cls.__name__, True)
+       for cls in ablation_trainers()},
 }
 DEFAULT_METHODS = ("labeled_only", "mean_teacher", "cps", "asyco", "full")
 DATASET_NAME = "AsyCoQuality"
@@ -94,7 +93,7 @@ class BenchError(RuntimeError):
     pass
 
 
-from nnunetv2_asyco.commands import find_cli  # noqa: E402
+from nnunetv2_asyco.demo.commands import find_cli  # noqa: E402
 from nnunetv2_asyco.data.labeled_subset import load_labeled_subset  # noqa: E402
 
 
@@ -190,7 +189,7 @@ def prepare_dataset(args, env: dict) -> str:
         raise BenchError(f"{args.work} holds a dataset made with other options; use another --work folder.")
     os.makedirs(args.work, exist_ok=True)
     logs = os.path.join(args.work, "logs")
-    from nnunetv2_asyco.synthetic import write_synthetic_dataset
+    from nnunetv2_asyco.demo.synthetic import write_synthetic_dataset
     print(f"Writing dataset {args.dataset_id}: {args.n_train} training, {args.n_test} test, "
           f"{args.n_extra_unlabeled} extra unlabeled cases", flush=True)
     raw = write_synthetic_dataset(env["nnUNet_raw"], args.dataset_id, DATASET_NAME, dim=2, shape=(128, 128),
@@ -200,7 +199,7 @@ def prepare_dataset(args, env: dict) -> str:
     run_cmd([find_cli("nnUNetv2_plan_and_preprocess"), "-d", did, "-c", "2d", "-np", str(args.n_proc), "-npfp",
              str(args.n_proc)], env,
             os.path.join(logs, "plan_and_preprocess.log"))
-    code = ("import sys; from nnunetv2_asyco.small_plans import make_small_plans; "
+    code = ("import sys; from nnunetv2_asyco.demo.small_plans import make_small_plans; "
             f"print(make_small_plans(int(sys.argv[1]), 'nnUNetPlans', '{PLANS}', "
             f"patch_size={{'2d': ({args.patch}, {args.patch})}}, batch_size={args.batch_size}, "
             f"max_features={args.max_features}))")
@@ -255,7 +254,7 @@ def score_run(raw: str, pred_folder: str) -> list:
     """[(case, class name, dice, hd95, note)] for every test case and foreground class."""
     import numpy as np
     import SimpleITK as sitk
-    from nnunetv2_asyco.evaluation import evaluate_folder
+    from nnunetv2_asyco.demo.evaluation import evaluate_folder
     with open(os.path.join(raw, "dataset.json")) as f:
         dataset_json = json.load(f)
     ending = dataset_json["file_ending"]
@@ -419,7 +418,7 @@ def main(argv=None) -> int:
                         "fold 0's unlabeled training cases (default: 0)")
     p.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic dataset (default: 0)")
     p.add_argument("--difficulty", choices=DIFFICULTIES, default="hard",
-                   help="synthetic generator setting (nnunetv2_asyco.synthetic; default: hard)")
+                   help="synthetic generator setting (nnunetv2_asyco.demo.synthetic; default: hard)")
     p.add_argument("--num-classes", type=int, default=5, choices=range(1, 8), metavar="{1..7}",
                    help="foreground classes: organ, low-contrast inner structure, small boundary structures "
                         "(default: 5)")

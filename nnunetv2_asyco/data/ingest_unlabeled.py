@@ -20,11 +20,11 @@ from tqdm import tqdm
 
 from nnunetv2.paths import nnUNet_preprocessed, nnUNet_raw
 from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPreprocessor
-from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2, comp_blosc2_params
 from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunetv2_asyco.data.unlabeled_data import unlabeled_folder
+from nnunetv2_asyco.nnunet_compat import save_unlabeled_case
 
 UNLABELED_IMAGES_FOLDER = "imagesUnlabeled"
 
@@ -116,15 +116,7 @@ def _preprocess_and_save(preprocessor_class, output_truncated: str, image_files:
     preprocessor = preprocessor_class(verbose=False)
     data, seg, properties = preprocessor.run_case(image_files, None, plans_manager, configuration_manager,
                                                   dataset_json)
-    # run_case writes class_locations only when a label is given; the loader reads the key
-    properties["class_locations"] = {}
-    data = data.astype(np.float32, copy=False)
-    seg = seg.astype(np.int16, copy=False)  # only the -1 nonzero-region marker, no classes
-    patch = tuple(configuration_manager.patch_size)
-    blocks, chunks = comp_blosc2_params(data.shape, patch, data.itemsize)
-    blocks_seg, chunks_seg = comp_blosc2_params(seg.shape, patch, seg.itemsize)
-    nnUNetDatasetBlosc2.save_case(data, seg, properties, output_truncated, chunks=chunks, blocks=blocks,
-                                  chunks_seg=chunks_seg, blocks_seg=blocks_seg)
+    save_unlabeled_case(data, seg, properties, output_truncated, configuration_manager.patch_size)
 
 
 def preprocess_unlabeled(dataset_name_or_id, configuration: str, plans_identifier: str = "nnUNetPlans",

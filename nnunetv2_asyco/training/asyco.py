@@ -1,7 +1,9 @@
 """nnUNetTrainerAsyCo: asymmetric co-training with decoder-head decoupling.
 
-Every choice the abstract leaves open is a class attribute below; variants
-(ablations, short runs) are small subclasses that change one of them.
+Every choice the abstract leaves open is a class attribute below, and the
+attribute is the only place its default lives; variants (ablations, short
+runs) are small subclasses that change one of them. Where a default rests on
+a benchmark, its comment links the table.
 """
 from dataclasses import fields
 from typing import Dict
@@ -11,34 +13,36 @@ import torch
 from nnunetv2_asyco.asyco_objective import TERMS, AsyCoObjective, AsyCoOptions
 from nnunetv2_asyco.network import RemapPlan
 from nnunetv2_asyco.remapping import RemapSchedule
+from nnunetv2_asyco.seeding import REMAP_DRAWS, stream_seed
 from nnunetv2_asyco.training.semi_supervised_base import nnUNetTrainerSemiSupervised
 from nnunetv2_asyco.training.two_branch import TwoBranchTrainerMixin
 
 
+def asyco_options_of(trainer_or_class, **changes) -> AsyCoOptions:
+    """The loss options a trainer (class or instance) uses, with ``changes`` applied."""
+    values = {f.name: getattr(trainer_or_class, f.name) for f in fields(AsyCoOptions)}
+    return AsyCoOptions(**{**values, **changes})
+
+
 class nnUNetTrainerAsyCo(TwoBranchTrainerMixin, nnUNetTrainerSemiSupervised):
-    # ---- decoder-head decoupling -------------------------------------------------------
-    remap_schedule: str = "per_direction"  # see nnunetv2_asyco.remapping
-    p_remap: float = 0.5
-    supervise_remapped_paths: bool = True  # remapped paths also get the supervised loss on labeled data
-    # ---- hierarchical consistency -------------------------------------------------------
-    # Chosen by the quality benchmark (benchmarks/results/quality.md): the probability-MSE terms are ~1e-2 against
-    # a supervised loss of order 1, so weights of 1 / 1 / 0.1 barely steered training (_lowConsistencyWeights).
-    weight_branch_output: float = 10.0  # a_bo
-    weight_inter_head: float = 10.0  # a_ih
-    weight_representation: float = 1.0  # a_rep
-    branch_output_mode: str = "soft"  # one of consistency.BRANCH_OUTPUT_MODES (README, Options)
-    confidence_threshold: float = 0.0  # only for "cps"
-    representation_layers: str = "decoder"
-    consistency_scales: str = "all"  # every deep-supervision scale with nnU-Net's weights, or "full_res"
-    consistency_on_labeled: bool = True  # consistency also on the labeled half of the batch
-    # ---- asymmetry ---------------------------------------------------------------------------
-    branch_b_encoder: str = "same"  # "same" | "residual" | "plain", see nnunetv2_asyco.branches
-    # each branch reads its own perturbed view of the unlabeled samples: the branches stop agreeing for free, which
-    # kept AsyCo from learning from consistency at longer budgets (benchmarks/results/cpu_3000its/notes.md)
-    branch_views: str = "perturbed"  # "shared" | "perturbed" | "perturbed_cutout", see nnunetv2_asyco.branch_views
-    # ---- memory --------------------------------------------------------------------------------
-    activation_checkpointing: bool = False  # recompute stage activations in backward: less memory, more time
-    unlabeled_batch_ratio: float = 1.0  # unlabeled patches per labeled patch in a step
+    # ---- decoder-head decoupling (nnunetv2_asyco.remapping) ---------------------------------------
+    remap_schedule: str = "per_direction"  # which remapped paths a step uses: per_direction | per_scale | always | off
+    p_remap: float = 0.5  # probability of each draw of the schedule
+    supervise_remapped_paths: bool = True  # remapped paths also get the supervised loss on labeled samples
+    # ---- hierarchical consistency (nnunetv2_asyco.consistency) ------------------------------------
+    # The probability-MSE terms are ~1e-2 against a supervised loss of order 1; at a tenth of these weights the
+    # consistency barely steered training (benchmarks/results/quality.md, _lowConsistencyWeights).
+    weight_branch_output: float = 10.0  # a_bo, (i) O_AA vs O_BB
+    weight_inter_head: float = 10.0  # a_ih, (ii) O_AA vs O_AB and O_BB vs O_BA
+    weight_representation: float = 1.0  # a_rep, (iii) 1 - cosine similarity of A's and B's features
+    branch_output_mode: str = "soft"  # consistency.BRANCH_OUTPUT_MODES: soft | class_balanced | cps (hard labels)
+    confidence_threshold: float = 0.0  # pseudo-label confidence cut, "cps" mode only
+    representation_layers: str = "decoder"  # decoder | bottleneck | decoder+bottleneck
+    consistency_on_labeled: bool = True  # consistency on the labeled samples too, not only the unlabeled ones
+    # ---- asymmetry between the branches ------------------------------------------------------------
+    # each branch reads its own perturbed view of the unlabeled samples, so agreement is not free once the weights
+    # agree (benchmarks/results/cpu_3000its/quality.md, asyco vs asyco_sharedViews)
+    branch_views: str = "perturbed"  # branch_views.BRANCH_VIEWS: shared | perturbed | perturbed_cutout | perturbed_mixed
 
     loss_terms = TERMS
 
@@ -53,16 +57,18 @@ class nnUNetTrainerAsyCo(TwoBranchTrainerMixin, nnUNetTrainerSemiSupervised):
         super().initialize()  # TwoBranchTrainerMixin: network built, output activation and memory mode set
         network = self.unwrapped_network()
         scales = range(network.num_scales) if self.enable_deep_supervision else (0,)
-        self.remap_scheduler = RemapSchedule(self.remap_schedule, self.p_remap, scales, seed=self.fold_seed())
+        self.remap_scheduler = RemapSchedule(self.remap_schedule, self.p_remap, scales, seed=self.remap_seed())
         self.objective = AsyCoObjective(self.loss, self.activation, self.asyco_options())
 
-    def fold_seed(self) -> int:
+    def remap_seed(self) -> int:
         # the same on every DDP rank, so that all ranks use the same remapped paths in a step
-        return 12345 + (self.fold if isinstance(self.fold, int) else 0)
+        fold = self.fold if isinstance(self.fold, int) else 0
+        seed = self.seed()
+        return 12345 + fold if seed is None else stream_seed(seed, REMAP_DRAWS, fold)
 
     # ---- losses (``activation``: TwoBranchTrainerMixin) -----------------------------------------
     def asyco_options(self) -> AsyCoOptions:
-        return AsyCoOptions(**{f.name: getattr(self, f.name) for f in fields(AsyCoOptions)})
+        return asyco_options_of(self)
 
     def compute_loss_terms(self, data, target, unlabeled) -> Dict[str, torch.Tensor]:
         plan: RemapPlan = self.remap_scheduler.draw()

@@ -17,16 +17,15 @@ AsyCo, with no head remapping) are trained together:
 
 Choices, as class attributes (variants change one of them):
 
-- ``cps_on_labeled = True``: CPS on labeled + unlabeled samples, as in the paper.
+- ``consistency_on_labeled = True``: CPS on labeled + unlabeled samples, as in the paper.
 - ``consistency_scales = "full_res"``: CPS on the full-resolution output only,
   as in the paper (which has no deep supervision); ``"all"`` adds every
   deep-supervision scale with nnU-Net's weights, like AsyCo's default.
 - ``confidence_threshold = 0.0``: pseudo-labels of every voxel count (the paper
   uses no threshold).
 - ``branch_views = "shared"``: both branches read the same batch, as in the
-  paper; ``_perturbedViews`` gives each its own perturbed view of the unlabeled
-  samples (``nnunetv2_asyco.branch_views``), ``_perturbedMixedViews`` adds
-  the mixed views (``nnunetv2_asyco.view_mixing``).
+  paper (``nnUNetTrainerCPS_perturbedViews`` in ``variants/ablations.py`` is
+  the control with AsyCo's per-branch views).
 
 Prediction is the ensemble of both branches (``TwoBranchNetwork.forward``),
 so ``nnUNetv2_predict -tr nnUNetTrainerCPS`` works unchanged, exactly as for AsyCo.
@@ -37,14 +36,14 @@ import torch
 
 from nnunetv2_asyco.consistency import branch_output_consistency
 from nnunetv2_asyco.network import RemapPlan
+from nnunetv2_asyco.shared_losses import first_consistency_row, supervised_loss_of_both_branches
 from nnunetv2_asyco.training.semi_supervised_base import nnUNetTrainerSemiSupervised
 from nnunetv2_asyco.training.two_branch import TwoBranchTrainerMixin
-from nnunetv2_asyco.training.variants.training_length import demo_variant, epoch_variants
 
 
 class nnUNetTrainerCPS(TwoBranchTrainerMixin, nnUNetTrainerSemiSupervised):
     weight_cps: float = 1.0
-    cps_on_labeled: bool = True
+    consistency_on_labeled: bool = True
     consistency_scales: str = "full_res"
     confidence_threshold: float = 0.0
 
@@ -53,12 +52,10 @@ class nnUNetTrainerCPS(TwoBranchTrainerMixin, nnUNetTrainerSemiSupervised):
     def compute_loss_terms(self, data: torch.Tensor, target, unlabeled: torch.Tensor) -> Dict[str, torch.Tensor]:
         n_labeled = data.shape[0]
         out_a, out_b = self.branch_outputs(data, unlabeled, RemapPlan())
-        supervised = self.supervised_loss([o[:n_labeled] for o in out_a.default], target) + \
-            self.supervised_loss([o[:n_labeled] for o in out_b.default], target)
-
+        supervised = supervised_loss_of_both_branches(self.loss, out_a.default, out_b.default, target, n_labeled)
         if self.weight_cps == 0:
             return {"supervised": supervised, "cps": supervised.new_zeros((), dtype=torch.float32)}
-        first = 0 if self.cps_on_labeled else n_labeled
+        first = first_consistency_row(self.consistency_on_labeled, n_labeled)
         logits_a = [o[first:] for o in out_a.default]
         logits_b = [o[first:] for o in out_b.default]
         cps = branch_output_consistency(logits_a, logits_b, self.scale_weights(len(logits_a)), self.activation,
@@ -67,19 +64,3 @@ class nnUNetTrainerCPS(TwoBranchTrainerMixin, nnUNetTrainerSemiSupervised):
 
     def combine_loss_terms(self, terms: Dict[str, torch.Tensor]) -> torch.Tensor:
         return terms["supervised"] + self.consistency_weight() * self.weight_cps * terms["cps"]
-
-
-class nnUNetTrainerCPS_perturbedViews(nnUNetTrainerCPS):
-    """Each branch reads its own perturbed copy of the unlabeled samples (the control for AsyCo's same option)."""
-    branch_views = "perturbed"
-
-
-class nnUNetTrainerCPS_perturbedMixedViews(nnUNetTrainerCPS):
-    """Perturbed views plus AsyCo's mixed views: pseudo-labels from the unmixed branch, mixed (CPS's CutMix idea)."""
-    branch_views = "perturbed_mixed"
-
-
-for _base in (nnUNetTrainerCPS, nnUNetTrainerCPS_perturbedViews, nnUNetTrainerCPS_perturbedMixedViews):
-    globals().update(epoch_variants(_base, __name__))
-del _base
-globals().update(demo_variant(nnUNetTrainerCPS, __name__))

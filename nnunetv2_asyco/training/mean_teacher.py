@@ -28,11 +28,8 @@ stays identical), never in the optimizer, always in eval mode, no gradients.
   ``student_input_noise_std`` (default 0) does the same for the student's
   unlabeled input. 0 switches either off.
 
-Choices, as class attributes: ``ema_decay = 0.99``, ``ema_warmup = True``,
-``weight_consistency = 1.0`` (the weight AsyCo's soft branch-output term,
-the same loss, gets; SSL4MIS uses 0.1), ``consistency_on_labeled = True``,
-``consistency_scales = "full_res"`` (as published; ``"all"``: every
-deep-supervision scale with nnU-Net's weights).
+Choices are the class attributes below (``consistency_scales = "full_res"``
+as published; ``"all"``: every deep-supervision scale with nnU-Net's weights).
 
 Which network is where -- the teacher is what we evaluate and ship:
 
@@ -44,7 +41,7 @@ Which network is where -- the teacher is what we evaluate and ship:
   ``--val``) loads ``network_weights`` into ``self.network`` as nnU-Net does,
   copies them into the teacher and then restores the student from
   ``student_weights``, so resuming continues exactly. A checkpoint without
-  that entry (e.g. a stock nnU-Net one) gives teacher = student.
+  that entry is refused (resuming from it would make the teacher the student).
 - Online validation (pseudo Dice, hence ``checkpoint_best``) and the final
   validation run the teacher. All three use one mechanism,
   ``teacher_weights_in_network()``: the teacher's values are copied into the
@@ -62,9 +59,10 @@ from typing import Dict, List, Optional
 import torch
 
 from nnunetv2_asyco.consistency import probability_mse
+from nnunetv2_asyco.nnunet_compat import CheckpointStateError
+from nnunetv2_asyco.shared_losses import first_consistency_row, labeled_rows
 from nnunetv2_asyco.training.semi_supervised_base import nnUNetTrainerSemiSupervised
 from nnunetv2_asyco.training.two_branch import OutputLossesMixin
-from nnunetv2_asyco.training.variants.training_length import demo_variant, epoch_variants
 
 
 def _as_list(output) -> List[torch.Tensor]:
@@ -170,11 +168,11 @@ class nnUNetTrainerMeanTeacher(OutputLossesMixin, nnUNetTrainerSemiSupervised):
         n_labeled = data.shape[0]
         student_in = torch.cat((data, _noisy(unlabeled, self.student_input_noise_std)))
         student_out = _as_list(self.network(student_in))
-        supervised = self.supervised_loss([o[:n_labeled] for o in student_out], target)
+        supervised = self.supervised_loss(labeled_rows(student_out, n_labeled), target)
         if self.weight_consistency == 0:
             return {"supervised": supervised, "consistency": supervised.new_zeros((), dtype=torch.float32)}
 
-        first = 0 if self.consistency_on_labeled else n_labeled
+        first = first_consistency_row(self.consistency_on_labeled, n_labeled)
         with torch.no_grad():
             teacher_in = torch.cat((data, unlabeled))[first:]
             teacher_out = _as_list(self.teacher(_noisy(teacher_in, self.teacher_input_noise_std)))
@@ -220,13 +218,8 @@ class nnUNetTrainerMeanTeacher(OutputLossesMixin, nnUNetTrainerSemiSupervised):
     def load_extra_checkpoint_state(self, state: dict) -> None:
         network = self.unwrapped_network()
         self.teacher.load_state_dict(network.state_dict())  # nnU-Net just loaded network_weights: the teacher
-        mean_teacher = state.get("mean_teacher")
-        if mean_teacher is not None:
-            network.load_state_dict(mean_teacher["student_weights"])
-            self.ema_updates = int(mean_teacher["ema_updates"])
-        else:
-            self.ema_updates = 0
-
-
-globals().update(epoch_variants(nnUNetTrainerMeanTeacher, __name__))
-globals().update(demo_variant(nnUNetTrainerMeanTeacher, __name__))
+        if "mean_teacher" not in state:
+            raise CheckpointStateError("The checkpoint holds no Mean Teacher student (semi_supervised_state"
+                                       "['mean_teacher']); it was written by another semi-supervised trainer.")
+        network.load_state_dict(state["mean_teacher"]["student_weights"])
+        self.ema_updates = int(state["mean_teacher"]["ema_updates"])

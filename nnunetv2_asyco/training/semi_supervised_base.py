@@ -9,22 +9,20 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 import torch
-from batchgenerators.dataloading.nondet_multi_threaded_augmenter import NonDetMultiThreadedAugmenter
-from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
 from torch import autocast
 from torch import distributed as dist
 
-from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.collate_outputs import collate_outputs
 from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
 from nnunetv2.utilities.helpers import dummy_context
 
+from nnunetv2_asyco import nnunet_compat
 from nnunetv2_asyco.consistency import sigmoid_rampup
-from nnunetv2_asyco.network import unwrap
 from nnunetv2_asyco.data.unlabeled_data import (UnlabeledCases, UnlabeledDataLoader, list_preprocessed_cases,
                                                 unlabeled_folder)
-from nnunetv2_asyco.training.labeled_subset_split import LabeledSubsetSplitMixin
-from nnunetv2_asyco.training.term_logger import TermLocalLogger
+from nnunetv2_asyco.network import unwrap
+from nnunetv2_asyco.seeding import UNLABELED_BATCHES
+from nnunetv2_asyco.training.package_trainer import PackageTrainer
 
 NO_UNLABELED_DATA_MESSAGE = (
     "No unlabeled data for {dataset}, configuration {configuration}, fold {fold}. Semi-supervised training needs "
@@ -34,7 +32,7 @@ NO_UNLABELED_DATA_MESSAGE = (
     "  (b) a limited-label protocol on this fold: nnUNetv2_asyco_labeled_subset -d {dataset} -f {fold} -n N")
 
 
-class nnUNetTrainerSemiSupervised(LabeledSubsetSplitMixin, nnUNetTrainer):
+class nnUNetTrainerSemiSupervised(PackageTrainer):
     # ---- options shared by every semi-supervised method ------------------------------
     unlabeled_batch_ratio: float = 1.0  # unlabeled samples per labeled sample in a step
     consistency_rampup_fraction: float = 0.4  # lambda(t) reaches 1 after this fraction of training
@@ -47,7 +45,7 @@ class nnUNetTrainerSemiSupervised(LabeledSubsetSplitMixin, nnUNetTrainer):
         self.dataloader_unlabeled = None
         self.iteration_in_epoch = 0
         self.skipped_steps = 0
-        self.logger.local_logger = TermLocalLogger(self.term_log_keys() + ["consistency_weight"])
+        nnunet_compat.install_term_logger(self, self.term_log_keys() + ["consistency_weight"])
 
     def term_log_keys(self) -> List[str]:
         return [f"train_{t}" for t in self.loss_terms]
@@ -120,16 +118,14 @@ class nnUNetTrainerSemiSupervised(LabeledSubsetSplitMixin, nnUNetTrainer):
             foreground_labels=self.label_manager.foreground_labels, regions=None, ignore_label=None)
         loader = UnlabeledDataLoader(cases, self.dataloader_unlabeled_batch_size, initial_patch_size,
                                      self.configuration_manager.patch_size, self.label_manager, transforms)
-        n_proc = get_allowed_n_proc_DA()
-        if n_proc == 0:
-            return SingleThreadedAugmenter(loader, None)
-        return NonDetMultiThreadedAugmenter(loader, None, num_processes=n_proc, num_cached=max(6, n_proc // 2),
-                                            seeds=None, pin_memory=self.device.type == "cuda", wait_time=0.002)
+        n_proc, pin_memory = get_allowed_n_proc_DA(), self.device.type == "cuda"
+        if self.seed() is not None:
+            return self.seeded_augmenter(loader, UNLABELED_BATCHES, n_proc, pin_memory)
+        return nnunet_compat.augmenter(loader, n_proc, pin_memory, deterministic=False)
 
     def on_train_end(self):
         super().on_train_end()
-        if isinstance(self.dataloader_unlabeled, NonDetMultiThreadedAugmenter):
-            self.dataloader_unlabeled._finish()
+        nnunet_compat.finish_augmenter(self.dataloader_unlabeled)
 
     # ---- one step ---------------------------------------------------------------------
     def on_train_epoch_start(self):
@@ -150,7 +146,7 @@ class nnUNetTrainerSemiSupervised(LabeledSubsetSplitMixin, nnUNetTrainer):
         # consistency terms are float32 already; the sum is formed outside autocast
         total = self.combine_loss_terms({k: v.float() for k, v in terms.items()})
 
-        step_taken = self.backward_and_step(total)
+        step_taken = self.guarded_step(total)
         if step_taken:
             self.after_optimizer_step()
         self.iteration_in_epoch += 1
@@ -159,8 +155,8 @@ class nnUNetTrainerSemiSupervised(LabeledSubsetSplitMixin, nnUNetTrainer):
             out[f"train_{name}"] = terms[name].detach().float().cpu().numpy()
         return out
 
-    def backward_and_step(self, total: torch.Tensor) -> bool:
-        """Backward, clip and step like nnU-Net, but skip the step when the loss is not finite."""
+    def guarded_step(self, total: torch.Tensor) -> bool:
+        """nnU-Net's backward/clip/step, skipped (with a log line) when the loss is not finite."""
         if not torch.isfinite(total):
             self.skipped_steps += 1
             self.optimizer.zero_grad(set_to_none=True)
@@ -168,18 +164,7 @@ class nnUNetTrainerSemiSupervised(LabeledSubsetSplitMixin, nnUNetTrainer):
                                    f"iteration {self.iteration_in_epoch}; step skipped, weights unchanged "
                                    f"({self.skipped_steps} skipped so far).")
             return False
-        if self.grad_scaler is not None:
-            self.grad_scaler.scale(total).backward()
-            self.grad_scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
-            scale_before = self.grad_scaler.get_scale()
-            self.grad_scaler.step(self.optimizer)
-            self.grad_scaler.update()
-            return self.grad_scaler.get_scale() >= scale_before  # a lowered scale means the step was skipped
-        total.backward()
-        torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
-        self.optimizer.step()
-        return True
+        return nnunet_compat.backward_and_step(self, total)
 
     def on_train_epoch_end(self, train_outputs: List[dict]):
         super().on_train_epoch_end(train_outputs)
@@ -194,20 +179,25 @@ class nnUNetTrainerSemiSupervised(LabeledSubsetSplitMixin, nnUNetTrainer):
         self.print_to_log_file("loss terms: " + ", ".join(
             f"{k}={self.logger.get_value(k, step=-1):.4f}" for k in self.term_log_keys()))
 
-    # ---- checkpoints --------------------------------------------------------------------
+    # ---- checkpoints: nnU-Net's dict plus our state, one atomic write -------------------------
     def save_checkpoint(self, filename: str) -> None:
-        super().save_checkpoint(filename)
-        if self.local_rank == 0 and not self.disable_checkpointing:
-            checkpoint = torch.load(filename, map_location="cpu", weights_only=False)
-            checkpoint["semi_supervised_state"] = {"skipped_steps": self.skipped_steps,
-                                                   **self.extra_checkpoint_state()}
-            torch.save(checkpoint, filename)
+        if self.local_rank != 0:
+            return
+        if self.disable_checkpointing:
+            self.print_to_log_file("No checkpoint written, checkpointing is disabled")
+            return
+        checkpoint = nnunet_compat.nnunet_checkpoint(self)
+        checkpoint[nnunet_compat.EXTRA_STATE_KEY] = {"skipped_steps": self.skipped_steps,
+                                                     **self.extra_checkpoint_state()}
+        nnunet_compat.atomic_torch_save(checkpoint, filename)
 
     def load_checkpoint(self, filename_or_checkpoint) -> None:
+        # nnUNetTrainer.load_checkpoint only works with a file name (2.8.x), so the file is read twice
         if not isinstance(filename_or_checkpoint, str):
             raise TypeError("load_checkpoint expects a checkpoint file path")
+        checkpoint = torch.load(filename_or_checkpoint, map_location="cpu", weights_only=False)
+        # checked before anything is loaded: a refused checkpoint leaves the trainer as it was
+        state = nnunet_compat.extra_state(checkpoint, filename_or_checkpoint, self.__class__.__name__)
         super().load_checkpoint(filename_or_checkpoint)
-        checkpoint = torch.load(filename_or_checkpoint, map_location=self.device, weights_only=False)
-        state = checkpoint.get("semi_supervised_state", {})
         self.skipped_steps = state.get("skipped_steps", 0)
         self.load_extra_checkpoint_state(state)

@@ -22,10 +22,10 @@ It provides what every two-branch method needs and nothing method-specific:
   ``network.decoder``; a two-branch network has two decoders.
 
 ``OutputLossesMixin`` (the base of ``TwoBranchTrainerMixin``, also used by the
-single-network Mean Teacher) holds the small helpers every consistency method
-shares: the output ``activation`` (softmax for labels, sigmoid for nnU-Net
+single-network Mean Teacher) holds what every consistency method asks of the
+trainer: the output ``activation`` (softmax for labels, sigmoid for nnU-Net
 regions), the per-scale consistency weights and nnU-Net's supervised loss on a
-list of logits.
+list of logits (``nnunetv2_asyco.shared_losses``).
 """
 from typing import List, Sequence, Tuple
 
@@ -33,11 +33,11 @@ import torch
 
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 
-from nnunetv2_asyco.asyco_objective import consistency_scale_weights
 from nnunetv2_asyco.branch_views import branch_inputs, view_perturbation
 from nnunetv2_asyco.branches import build_branches
 from nnunetv2_asyco.network import BranchOutputs, RemapPlan, TwoBranchNetwork
 from nnunetv2_asyco.pretrained import install_pretrained_weights_hook
+from nnunetv2_asyco.shared_losses import consistency_scale_weights, supervised_loss
 
 
 class OutputLossesMixin:
@@ -57,15 +57,15 @@ class OutputLossesMixin:
 
     def supervised_loss(self, logits: Sequence[torch.Tensor], target) -> torch.Tensor:
         """nnU-Net's own loss (deep-supervised Dice+CE, or its region loss) on a list of logits per scale."""
-        return self.loss(list(logits) if self.enable_deep_supervision else logits[0], target)
+        return supervised_loss(self.loss, logits, target)
 
 
 class TwoBranchTrainerMixin(OutputLossesMixin):
     """Two-branch network plumbing; place before ``nnUNetTrainerSemiSupervised`` in the bases."""
 
-    branch_b_encoder: str = "same"  # "same" | "residual" | "plain", see nnunetv2_asyco.branches
+    branch_b_encoder: str = "same"  # nnunetv2_asyco.branches.BRANCH_B_ENCODERS: same | residual | plain
     activation_checkpointing: bool = False  # memory mode: recompute stage activations in backward
-    branch_views: str = "shared"  # "shared" | "perturbed" | "perturbed_cutout" | "perturbed_mixed", see branch_views.py
+    branch_views: str = "shared"  # nnunetv2_asyco.branch_views.BRANCH_VIEWS
 
     # nnU-Net records the init arguments from this signature (inspect), so it must be spelled out
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,

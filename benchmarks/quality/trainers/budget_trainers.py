@@ -12,35 +12,41 @@ Dice only; it does not steer training). The final validation on the fold's
 validation cases is skipped: the benchmark scores the held-out test set
 (imagesTs/labelsTs) instead, with the final checkpoint.
 
-Each class is made with ``_variant`` from
-``nnunetv2_asyco.training.variants.training_length``, the same helper as the
-package's ``_5epochs``/``_demo`` variants. A base that cannot be imported (for
-example a method still being written) is left out and listed in
-``UNAVAILABLE`` instead of breaking the others.
+Each class sets the training length through the class attributes of the
+package's trainers (``training_epochs``, ...); stock ``nnUNetTrainer`` (the
+fully supervised upper bound) gets them, and ``nnUNet_asyco_seed``, through
+``BenchmarkedStockTrainer``. A base that cannot be imported (for example a
+method still being written) is left out and listed in ``UNAVAILABLE`` instead
+of breaking the others.
 """
 import importlib
 import os
 
 import torch
 
-from nnunetv2_asyco.training.asyco_variants import ABLATIONS
-from nnunetv2_asyco.training.variants.training_length import _variant
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+from nnunetv2_asyco.training.seeded_training import SeededTrainingMixin
 
 ITERATIONS_PER_EPOCH = 50
 VAL_ITERATIONS_PER_EPOCH = 2
 # total training iterations; each must be a multiple of ITERATIONS_PER_EPOCH
 BUDGETS = (100, 200, 300, 400, 500, 600, 800, 1000, 1500, 2000, 3000, 5000)
 
-# (module, class) of every trainer that gets budget variants
-BASES = (
-    ("nnunetv2.training.nnUNetTrainer.nnUNetTrainer", "nnUNetTrainer"),
-    ("nnunetv2_asyco.training.labeled_only", "nnUNetTrainerLabeledOnly"),
-    ("nnunetv2_asyco.training.mean_teacher", "nnUNetTrainerMeanTeacher"),
-    ("nnunetv2_asyco.training.cps", "nnUNetTrainerCPS"),
-    ("nnunetv2_asyco.training.cps", "nnUNetTrainerCPS_perturbedViews"),
-    ("nnunetv2_asyco.training.cps", "nnUNetTrainerCPS_perturbedMixedViews"),
-    ("nnunetv2_asyco.training.asyco", "nnUNetTrainerAsyCo"),
-) + tuple(("nnunetv2_asyco.training.asyco_variants", cls.__name__) for cls in ABLATIONS)
+
+class nnUNetTrainerSeeded(SeededTrainingMixin, nnUNetTrainer):
+    """Stock nnU-Net (all labels of the fold, never a labeled subset) with ``nnUNet_asyco_seed``."""
+
+
+def _bases():
+    """(module, class) of every trainer that gets budget variants: the methods and every ablation/control."""
+    from nnunetv2_asyco.training.variants.ablations import ablation_trainers
+    main = (("nnunetv2_asyco.training.labeled_only", "nnUNetTrainerLabeledOnly"),
+            ("nnunetv2_asyco.training.mean_teacher", "nnUNetTrainerMeanTeacher"),
+            ("nnunetv2_asyco.training.cps", "nnUNetTrainerCPS"),
+            ("nnunetv2_asyco.training.asyco", "nnUNetTrainerAsyCo"))
+    return main + tuple((cls.__module__, cls.__name__) for cls in ablation_trainers())
+
 
 UNAVAILABLE = {}  # class name -> import error text
 
@@ -49,39 +55,46 @@ UNAVAILABLE = {}  # class name -> import error text
 THREADS_ENV = "ASYCO_BENCH_TORCH_THREADS"
 
 
-def _skip_final_validation(self, save_probabilities: bool = False):
-    self.print_to_log_file("benchmark trainer: final validation skipped (the benchmark scores imagesTs)")
+class BudgetMixin:
+    """``budget_iterations`` training iterations; no final validation (the benchmark scores imagesTs)."""
+    budget_iterations: int = 0
 
+    # nnU-Net records the init arguments from this signature (inspect), so it must be spelled out
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_epochs = self.budget_iterations // ITERATIONS_PER_EPOCH
+        self.num_iterations_per_epoch = ITERATIONS_PER_EPOCH
+        self.num_val_iterations_per_epoch = VAL_ITERATIONS_PER_EPOCH
 
-def _threads_then(cls: type):
     def on_train_start(self):
         if os.environ.get(THREADS_ENV):
             torch.set_num_threads(int(os.environ[THREADS_ENV]))
             self.print_to_log_file(f"benchmark trainer: torch CPU threads set to {torch.get_num_threads()}")
-        super(cls, self).on_train_start()
-    return on_train_start
+        super().on_train_start()
+
+    def perform_actual_validation(self, save_probabilities: bool = False):
+        self.print_to_log_file("benchmark trainer: final validation skipped (the benchmark scores imagesTs)")
 
 
-def bench_variants(base: type, module_name: str) -> dict:
-    """{name: class}: ``<base>_bench<N>`` for every N in BUDGETS."""
+def bench_variants(base: type, base_name: str) -> dict:
+    """{name: class}: ``<base_name>_bench<N>`` for every N in BUDGETS."""
     variants = {}
     for n in BUDGETS:
         if n % ITERATIONS_PER_EPOCH:
             raise ValueError(f"budget {n} is not a multiple of {ITERATIONS_PER_EPOCH} iterations per epoch")
-        name = f"{base.__name__}_bench{n}"
-        cls = _variant(base, name, module_name, n // ITERATIONS_PER_EPOCH, iterations=ITERATIONS_PER_EPOCH,
-                       val_iterations=VAL_ITERATIONS_PER_EPOCH)
-        cls.perform_actual_validation = _skip_final_validation
-        cls.on_train_start = _threads_then(cls)
-        variants[name] = cls
+        name = f"{base_name}_bench{n}"
+        variants[name] = type(name, (BudgetMixin, base), {"budget_iterations": n, "__module__": __name__})
     return variants
 
 
-for _module, _name in BASES:
+# the fully supervised upper bound keeps stock nnU-Net's name
+globals().update(bench_variants(nnUNetTrainerSeeded, "nnUNetTrainer"))
+for _module, _name in _bases():
     try:
         _base = getattr(importlib.import_module(_module), _name)
     except Exception as e:  # noqa: BLE001 - one broken method must not hide the others
         UNAVAILABLE[_name] = f"{type(e).__name__}: {e}"
         continue
-    globals().update(bench_variants(_base, __name__))
+    globals().update(bench_variants(_base, _name))
 del _module, _name

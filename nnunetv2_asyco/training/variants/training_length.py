@@ -1,53 +1,159 @@
-"""Short-run variants, named like nnU-Net's (``_1epoch``, ``_5epochs``, ...), for any trainer.
+"""Short-run variants of the four trainers, named like nnU-Net's own (``nnUNetTrainer_5epochs``).
 
-``epoch_variants(base, module_name)`` makes the subclasses; the calling module
-puts them into its namespace (``globals().update(...)``) so that they are
-importable by name, which nnU-Net's trainer search and pickling both need.
+Each sets the training length through ``PackageTrainer``'s class attributes
+(``training_epochs``; iterations per epoch stay nnU-Net's 250). ``_smoke`` runs
+2 epochs of 4 iterations (2 validation iterations): the whole pipeline in
+seconds, to check a set-up end to end.
 """
-import torch
-
-EPOCH_BUDGETS = (1, 5, 10, 20, 50, 100, 250, 500)
-
-
-def _variant(base: type, name: str, module_name: str, num_epochs: int, iterations: int = None,
-             val_iterations: int = None) -> type:
-    class Variant(base):
-        # nnU-Net records the constructor arguments from this exact signature
-        def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                     device: torch.device = torch.device("cuda")):
-            super().__init__(plans, configuration, fold, dataset_json, device)
-            self.num_epochs = num_epochs
-            if iterations is not None:
-                self.num_iterations_per_epoch = iterations
-                self.num_val_iterations_per_epoch = val_iterations
-
-    Variant.__name__ = Variant.__qualname__ = name
-    Variant.__module__ = module_name
-    return Variant
+from nnunetv2_asyco.training.labeled_only import nnUNetTrainerLabeledOnly
+from nnunetv2_asyco.training.mean_teacher import nnUNetTrainerMeanTeacher
+from nnunetv2_asyco.training.cps import nnUNetTrainerCPS
+from nnunetv2_asyco.training.asyco import nnUNetTrainerAsyCo
 
 
-def epoch_variants(base: type, module_name: str) -> dict:
-    """{name: class}: ``<base>_1epoch`` ... ``<base>_500epochs`` and ``<base>_smoke``.
-
-    ``_smoke`` (2 epochs x 4 iterations, 2 validation iterations) runs the whole
-    pipeline in seconds on tiny data: tests and first tries.
-    """
-    variants = {}
-    for n in EPOCH_BUDGETS:
-        name = f"{base.__name__}_{n}epoch" + ("" if n == 1 else "s")
-        variants[name] = _variant(base, name, module_name, n)
-    smoke = f"{base.__name__}_smoke"
-    variants[smoke] = _variant(base, smoke, module_name, 2, iterations=4, val_iterations=2)
-    return variants
+# ---- LabeledOnly --------------------------------------------------------------------------------
+class nnUNetTrainerLabeledOnly_1epoch(nnUNetTrainerLabeledOnly):
+    training_epochs = 1
 
 
-# The demo's budget (nnUNetv2_asyco_demo): a few minutes on 2 CPU cores with the
-# demo's small plans. Every method gets the same epochs x iterations.
-DEMO_EPOCHS, DEMO_ITERATIONS, DEMO_VAL_ITERATIONS = 10, 80, 4
+class nnUNetTrainerLabeledOnly_5epochs(nnUNetTrainerLabeledOnly):
+    training_epochs = 5
 
 
-def demo_variant(base: type, module_name: str) -> dict:
-    """{name: class}: ``<base>_demo``, the short budget of ``nnUNetv2_asyco_demo``."""
-    name = f"{base.__name__}_demo"
-    return {name: _variant(base, name, module_name, DEMO_EPOCHS, iterations=DEMO_ITERATIONS,
-                           val_iterations=DEMO_VAL_ITERATIONS)}
+class nnUNetTrainerLabeledOnly_10epochs(nnUNetTrainerLabeledOnly):
+    training_epochs = 10
+
+
+class nnUNetTrainerLabeledOnly_20epochs(nnUNetTrainerLabeledOnly):
+    training_epochs = 20
+
+
+class nnUNetTrainerLabeledOnly_50epochs(nnUNetTrainerLabeledOnly):
+    training_epochs = 50
+
+
+class nnUNetTrainerLabeledOnly_100epochs(nnUNetTrainerLabeledOnly):
+    training_epochs = 100
+
+
+class nnUNetTrainerLabeledOnly_250epochs(nnUNetTrainerLabeledOnly):
+    training_epochs = 250
+
+
+class nnUNetTrainerLabeledOnly_500epochs(nnUNetTrainerLabeledOnly):
+    training_epochs = 500
+
+
+class nnUNetTrainerLabeledOnly_smoke(nnUNetTrainerLabeledOnly):
+    training_epochs, training_iterations_per_epoch, validation_iterations_per_epoch = 2, 4, 2
+
+
+# ---- MeanTeacher --------------------------------------------------------------------------------
+class nnUNetTrainerMeanTeacher_1epoch(nnUNetTrainerMeanTeacher):
+    training_epochs = 1
+
+
+class nnUNetTrainerMeanTeacher_5epochs(nnUNetTrainerMeanTeacher):
+    training_epochs = 5
+
+
+class nnUNetTrainerMeanTeacher_10epochs(nnUNetTrainerMeanTeacher):
+    training_epochs = 10
+
+
+class nnUNetTrainerMeanTeacher_20epochs(nnUNetTrainerMeanTeacher):
+    training_epochs = 20
+
+
+class nnUNetTrainerMeanTeacher_50epochs(nnUNetTrainerMeanTeacher):
+    training_epochs = 50
+
+
+class nnUNetTrainerMeanTeacher_100epochs(nnUNetTrainerMeanTeacher):
+    training_epochs = 100
+
+
+class nnUNetTrainerMeanTeacher_250epochs(nnUNetTrainerMeanTeacher):
+    training_epochs = 250
+
+
+class nnUNetTrainerMeanTeacher_500epochs(nnUNetTrainerMeanTeacher):
+    training_epochs = 500
+
+
+class nnUNetTrainerMeanTeacher_smoke(nnUNetTrainerMeanTeacher):
+    training_epochs, training_iterations_per_epoch, validation_iterations_per_epoch = 2, 4, 2
+
+
+# ---- CPS ----------------------------------------------------------------------------------------
+class nnUNetTrainerCPS_1epoch(nnUNetTrainerCPS):
+    training_epochs = 1
+
+
+class nnUNetTrainerCPS_5epochs(nnUNetTrainerCPS):
+    training_epochs = 5
+
+
+class nnUNetTrainerCPS_10epochs(nnUNetTrainerCPS):
+    training_epochs = 10
+
+
+class nnUNetTrainerCPS_20epochs(nnUNetTrainerCPS):
+    training_epochs = 20
+
+
+class nnUNetTrainerCPS_50epochs(nnUNetTrainerCPS):
+    training_epochs = 50
+
+
+class nnUNetTrainerCPS_100epochs(nnUNetTrainerCPS):
+    training_epochs = 100
+
+
+class nnUNetTrainerCPS_250epochs(nnUNetTrainerCPS):
+    training_epochs = 250
+
+
+class nnUNetTrainerCPS_500epochs(nnUNetTrainerCPS):
+    training_epochs = 500
+
+
+class nnUNetTrainerCPS_smoke(nnUNetTrainerCPS):
+    training_epochs, training_iterations_per_epoch, validation_iterations_per_epoch = 2, 4, 2
+
+
+# ---- AsyCo --------------------------------------------------------------------------------------
+class nnUNetTrainerAsyCo_1epoch(nnUNetTrainerAsyCo):
+    training_epochs = 1
+
+
+class nnUNetTrainerAsyCo_5epochs(nnUNetTrainerAsyCo):
+    training_epochs = 5
+
+
+class nnUNetTrainerAsyCo_10epochs(nnUNetTrainerAsyCo):
+    training_epochs = 10
+
+
+class nnUNetTrainerAsyCo_20epochs(nnUNetTrainerAsyCo):
+    training_epochs = 20
+
+
+class nnUNetTrainerAsyCo_50epochs(nnUNetTrainerAsyCo):
+    training_epochs = 50
+
+
+class nnUNetTrainerAsyCo_100epochs(nnUNetTrainerAsyCo):
+    training_epochs = 100
+
+
+class nnUNetTrainerAsyCo_250epochs(nnUNetTrainerAsyCo):
+    training_epochs = 250
+
+
+class nnUNetTrainerAsyCo_500epochs(nnUNetTrainerAsyCo):
+    training_epochs = 500
+
+
+class nnUNetTrainerAsyCo_smoke(nnUNetTrainerAsyCo):
+    training_epochs, training_iterations_per_epoch, validation_iterations_per_epoch = 2, 4, 2

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 
-from nnunetv2_asyco.commands import CommandNotFound, find_cli
+from nnunetv2_asyco.demo.commands import CommandNotFound, find_cli
 
 MARKER = ".nnunetv2_asyco_demo"  # marks a folder this command created; only such folders are reused
 PATH_VARS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
@@ -22,7 +22,7 @@ DATASET_NAME = "AsyCoDemo"
 PLANS = "nnUNetPlansDemo"
 METHODS = (("labeled-only nnU-Net", "nnUNetTrainerLabeledOnly_demo"), ("AsyCo", "nnUNetTrainerAsyCo_demo"))
 # make_small_plans reads nnUNet_preprocessed when nnunetv2.paths is imported, so it runs in the child's environment
-SMALL_PLANS_CODE = ("import sys; from nnunetv2_asyco.small_plans import make_small_plans; "
+SMALL_PLANS_CODE = ("import sys; from nnunetv2_asyco.demo.small_plans import make_small_plans; "
                     "print(make_small_plans(int(sys.argv[1]), 'nnUNetPlans', '%s', patch_size={'2d': (64, 64)}, "
                     "batch_size=4, max_features=16))" % PLANS)
 
@@ -141,7 +141,7 @@ def run_demo(args) -> int:
     t_start, cpu_start = time.time(), cpu_seconds()
     print(f"nnUNetv2_asyco_demo: work folder {output} (device {args.device}); logs in {logs}")
 
-    from nnunetv2_asyco.synthetic import write_synthetic_dataset
+    from nnunetv2_asyco.demo.synthetic import write_synthetic_dataset
     raw = steps.step_in_process(
         f"Writing synthetic 2D dataset {did} ({args.n_train} training, {args.n_test} test, "
         f"{args.n_unlabeled} unlabeled cases)",
@@ -166,7 +166,7 @@ def run_demo(args) -> int:
             [find_cli("nnUNetv2_train"), did, "2d", "0", "-p", PLANS, "-tr", trainer, "-device", args.device],
             train_env)
 
-    from nnunetv2_asyco.evaluation import dice_summary, evaluate_folder
+    from nnunetv2_asyco.demo.evaluation import dice_summary, evaluate_folder
     with open(os.path.join(raw, "dataset.json")) as f:
         dataset_json = json.load(f)
     rows = []
@@ -187,7 +187,7 @@ def run_demo(args) -> int:
     class_names = list(rows[0]["dice"])
     table = results_table(rows, class_names)
     total = time.time() - t_start
-    from nnunetv2_asyco.training.variants.training_length import DEMO_EPOCHS, DEMO_ITERATIONS
+    from nnunetv2_asyco.demo.demo_trainers import DEMO_EPOCHS, DEMO_ITERATIONS
     setup = (f"Dataset {did}: {args.n_train} training cases (fold 0: {args.n_labeled} labeled), "
              f"{args.n_unlabeled} extra unlabeled scans, {args.n_test} held-out test cases; plans {PLANS}; "
              f"both methods {DEMO_EPOCHS} epochs x {DEMO_ITERATIONS} iterations; device {args.device}; "
