@@ -221,3 +221,14 @@ def shared_2d_dataset(tmp_path_factory):
         return env, name
 
     return copy
+
+
+# Fixtures that plan datasets or train with nnU-Net's commands (module- or session-scoped); a test that uses one
+# belongs to the integration tier. The fast tier (pytest -m "not integration") runs the rest in under a minute.
+PLANNING_FIXTURES = {"shared_2d_dataset", "tmp_path_factory"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if PLANNING_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)

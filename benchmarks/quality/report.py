@@ -1,70 +1,53 @@
-"""Aggregate the quality benchmark's per-run CSVs into ``quality.md`` and two plots.
+"""The quality benchmark's report: per-seed scores, paired differences with intervals, power, plots.
 
 Reads ``<results>/quality_runs/*.csv`` and ``*.json`` (written by
-``run_quality.py``) and writes:
+``run_quality.py``) and writes into ``<results>``:
 
-- ``<results>/quality.md``: per method and labeled budget, mean +- std over
-  seeds of Dice and HD95 per class and of their class mean, the number of
-  seeds, gap closure = (method - labeled-only) / (fully supervised -
-  labeled-only) on mean Dice (per seed, then mean +- std; n/a where the gap is
-  below 0.5 Dice points), the gap itself, and the measured seconds per
-  training iteration;
-- ``<results>/dice_vs_fraction.png``: mean Dice vs labeled fraction, error
-  bars = std over seeds, the fully supervised result as a horizontal band;
-- ``<results>/loss_terms.png``: per-epoch training curves of every loss term
-  (``train_<term>`` of the checkpoints' logging) of the semi-supervised methods.
+- ``quality.md``: per labeled budget, each method's mean Dice over seeds with a
+  95% interval, HD95 beside it, gap closure per seed with its interval; paired
+  per-seed differences between methods (mean, SD, 95% t and seed-bootstrap
+  intervals, 90% t interval of the decision rule, paired t and Wilcoxon
+  p-values); the power of the comparison; per-class results as secondary
+  endpoints; learning speed from the training logs;
+- ``summary.json``: the same numbers for the primary endpoints, machine-readable;
+- ``dice_by_budget.png``, ``paired_differences.png``, ``learning_curves.png``.
 
-Per run, a case's mean Dice is the mean over its foreground classes (NaN, i.e.
-class absent in both reference and prediction, left out); the run's score is
-the mean over cases; mean +- std is then taken over seeds (std with ddof=1,
-"-" with one seed).
+Unit of replication: the seed (labeled-subset draw + training seed). A run's
+score is the mean over test cases of the case's mean Dice over its foreground
+classes (a class absent from reference and prediction is left out). Test cases
+are never pooled as replicates.
 
-    python benchmarks/quality/report.py [--results benchmarks/results] [--notes NOTES.md]
+    python benchmarks/quality/report.py --results benchmarks/results/v2/synthetic
 """
 import argparse
 import glob
 import json
+import math
 import os
+import sys
 
 import numpy as np
 import pandas as pd
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+from paired_stats import (detectable_difference, gap_closure, paired_differences, paired_summary,  # noqa: E402
+                          seeds_for_power)
 
-MAIN_LABELS = {"labeled_only": "labeled-only nnU-Net", "mean_teacher": "Mean Teacher", "cps": "CPS",
-               "asyco": "AsyCo", "asyco_sharedViews": "AsyCo, shared views (earlier default)",
-               "full": "fully supervised nnU-Net"}
-# AsyCo with one part switched off, or the alternative for one open choice (defaults: nnUNetTrainerAsyCo)
-ABLATION_LABELS = {
-    "asyco_noRemap": "w/o remapping (and inter-head)", "asyco_noBranchOutput": "w/o branch-output cons.",
-    "asyco_noInterHead": "w/o inter-head cons.", "asyco_noRepresentation": "w/o representation cons.",
-    "asyco_cpsBranchOutput": "branch-output: hard (CPS) instead of soft",
-    "asyco_cpsBranchOutputWeight1": "branch-output: hard (CPS) at CPS's weight 1",
-    "asyco_branchOutputWeight3": "branch-output: soft at weight 3 (not 10)",
-    "asyco_branchOutputWeight30": "branch-output: soft at weight 30 (not 10)",
-    "asyco_classBalancedBranchOutput": "branch-output: class-balanced (each class equal) at weight 1",
-    "asyco_remapPerScale": "remap schedule: per scale", "asyco_remapAlways": "remap schedule: always",
-    "asyco_noRemappedSupervision": "remapped paths not supervised",
-    "asyco_unlabeledConsistencyOnly": "consistency on unlabeled samples only",
-    "asyco_fullResConsistency": "consistency at full resolution only",
-    "asyco_representationBottleneck": "representation cons. also on the bottleneck",
-    "asyco_consistencyX10": "consistency weights x10 (a_bo = a_ih = 10, a_rep = 1)",  # archived runs (old defaults)
-    "asyco_lowConsistencyWeights": "first defaults: consistency weights / 10 (a_bo = a_ih = 1, a_rep = 0.1)",
-    "asyco_perturbedViewsCutout": "per-branch perturbed views + cut-out",
-    "asyco_perturbedMixedViews": "per-branch perturbed views + mixed (CutMix) views"}
-# baselines with one AsyCo option, to tell the option's effect from AsyCo's
-CONTROL_LABELS = {"cps_perturbedViews": "CPS with per-branch perturbed views",
-                  "cps_perturbedMixedViews": "CPS with per-branch perturbed + mixed views"}
-VARIANT_LABELS = {**ABLATION_LABELS, **CONTROL_LABELS}
-# The configuration a variant differs from by one choice. The other AsyCo ablations change the AsyCo whose
-# branch_views they ran with (ablation_reference).
-REFERENCE = {"asyco_sharedViews": "asyco", "asyco_perturbedViewsCutout": "asyco", "asyco_perturbedMixedViews": "asyco",
-             "cps_perturbedViews": "cps", "cps_perturbedMixedViews": "cps"}
-# main-table row of AsyCo per branch_views; runs recorded before the option existed read the same batch ("shared")
-ASYCO_BY_VIEWS = {"shared": "asyco_sharedViews", "perturbed": "asyco"}
-LABELS = {**MAIN_LABELS, **{k: "AsyCo " + v for k, v in ABLATION_LABELS.items()}, **CONTROL_LABELS}
-ORDER = list(MAIN_LABELS)
+LABELS = {"labeled_only": "labeled-only nnU-Net", "mean_teacher": "Mean Teacher", "cps": "CPS",
+          "cps_perturbedViews": "CPS + per-branch views (control)", "asyco": "AsyCo",
+          "full": "fully supervised nnU-Net"}
+ORDER = list(LABELS)
+# (method, reference): the primary endpoints first (PROTOCOL.md)
+PRIMARY = (("asyco", "cps"), ("asyco", "labeled_only"))
+SECONDARY = (("asyco", "mean_teacher"), ("asyco", "cps_perturbedViews"), ("cps", "labeled_only"),
+             ("mean_teacher", "labeled_only"), ("cps_perturbedViews", "cps"))
+MIN_GAP = 0.005  # gap closure only where full - labeled-only >= 0.5 Dice points
+POWER_DELTA = 1.0  # Dice points the protocol wants to detect
+
+
+def label(method: str) -> str:
+    return LABELS.get(method, method)
 
 
 def load_runs(runs_dir: str):
@@ -74,296 +57,352 @@ def load_runs(runs_dir: str):
     df = pd.concat([pd.read_csv(p) for p in csvs], ignore_index=True)
     records = {}
     for p in glob.glob(os.path.join(runs_dir, "*.json")):
-        if os.path.basename(p) == "setup.json":
-            continue
-        with open(p) as f:
-            r = json.load(f)
-        records[(r["method"], r["n_labeled"], r["seed"])] = r
+        if os.path.basename(p) != "setup.json":
+            with open(p) as f:
+                r = json.load(f)
+            records[(r["method"], r["n_labeled"], r["seed"])] = r
     setup = {}
     if os.path.isfile(os.path.join(runs_dir, "setup.json")):
         with open(os.path.join(runs_dir, "setup.json")) as f:
             setup = json.load(f)
-    failed = sorted(os.path.basename(p)[:-len(".failed.txt")] for p in glob.glob(os.path.join(runs_dir, "*.failed.txt")))
+    failed = sorted(os.path.basename(p)[:-len(".failed.txt")]
+                    for p in glob.glob(os.path.join(runs_dir, "*.failed.txt")))
     return df, records, setup, failed
 
 
 def per_run_scores(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per run (method, fraction, n_labeled, seed) and metric column: class Dice/HD95 and means."""
-    keys = ["method", "fraction", "n_labeled", "seed"]
-    per_class = df.groupby(keys + ["class"]).agg(dice=("dice", "mean"), hd95=("hd95", "mean")).reset_index()
-    wide = per_class.pivot_table(index=keys, columns="class", values=["dice", "hd95"])
-    wide.columns = [f"{m}_{c}" for m, c in wide.columns]
+    """One row per run (method, n_labeled, seed): mean Dice and HD95 over cases (of case means over classes),
+    and per class."""
+    keys = ["method", "n_labeled", "seed"]
     case_mean = df.groupby(keys + ["case"]).agg(dice=("dice", "mean"), hd95=("hd95", "mean")).reset_index()
-    means = case_mean.groupby(keys).agg(dice_mean=("dice", "mean"), hd95_mean=("hd95", "mean"))
-    return wide.join(means).reset_index()
+    runs = case_mean.groupby(keys).agg(dice=("dice", "mean"), hd95=("hd95", "mean"), cases=("case", "count"))
+    per_class = df.groupby(keys + ["class"]).agg(dice=("dice", "mean")).reset_index()
+    wide = per_class.pivot_table(index=keys, columns="class", values="dice")
+    wide.columns = [f"dice_{c}" for c in wide.columns]
+    return runs.join(wide).reset_index()
 
 
-def fmt(values, digits: int, scale: float = 1.0) -> str:
-    v = np.asarray(values, dtype=float) * scale
-    v = v[~np.isnan(v)]
+def by_seed(scores: pd.DataFrame, method: str, n_labeled, column: str = "dice") -> dict:
+    rows = scores[(scores.method == method) & ((scores.n_labeled == n_labeled) if n_labeled is not None else True)]
+    return {int(r.seed): float(getattr(r, column)) for r in rows.itertuples()}
+
+
+def full_by_seed(scores: pd.DataFrame, column: str = "dice") -> dict:
+    return by_seed(scores, "full", None, column)
+
+
+def fmt_ci(ci, scale=100.0, digits=2, signed=True) -> str:
+    if ci is None or any(math.isnan(c) for c in ci):
+        return "—"
+    sign = "+" if signed else ""
+    return f"[{ci[0] * scale:{sign}.{digits}f}, {ci[1] * scale:{sign}.{digits}f}]"
+
+
+def fmt_p(p) -> str:
+    if p is None or math.isnan(p):
+        return "—"
+    return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
+
+
+def mean_ci(values: dict):
+    v = np.asarray(list(values.values()), dtype=float)
     if len(v) == 0:
-        return "n/a"
+        return math.nan, (math.nan, math.nan), 0
     if len(v) == 1:
-        return f"{v[0]:.{digits}f}"
-    return f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f}"
+        return float(v[0]), (math.nan, math.nan), 1
+    s = paired_summary(v)  # a one-sample interval is the same computation
+    return s.mean, s.ci95_t, len(v)
 
 
-MIN_GAP = 0.005  # gap closure is reported only where full - labeled-only >= 0.5 Dice points
+def budgets_of(scores: pd.DataFrame) -> list:
+    return sorted(int(n) for n in scores[scores.method != "full"].n_labeled.unique())
 
 
-def gaps(scores: pd.DataFrame) -> dict:
-    """{n_labeled: [full - labeled-only mean Dice, per seed]}."""
-    full = scores[scores.method == "full"].set_index("seed")["dice_mean"]
-    out = {}
-    for _, r in scores[scores.method == "labeled_only"].iterrows():
-        if r.seed in full.index:
-            out.setdefault(r.n_labeled, []).append(full[r.seed] - r.dice_mean)
-    return out
+def methods_of(scores: pd.DataFrame) -> list:
+    present = set(scores.method)
+    return [m for m in ORDER if m in present] + sorted(present - set(ORDER))
 
 
-def gap_closure(scores: pd.DataFrame) -> dict:
-    """{(method, n_labeled): [closure per seed]} on mean Dice, against the same seed's bounds.
+def compare(scores: pd.DataFrame, method: str, reference: str, n: int, column: str = "dice"):
+    d = paired_differences(by_seed(scores, method, n, column), by_seed(scores, reference, n, column))
+    return (paired_summary(list(d.values())), d) if d else (None, d)
 
-    NaN where the seed's gap (full - labeled-only) is below MIN_GAP: there is nothing to close, and the
-    ratio would only amplify noise (or flip sign when labeled-only beats full supervision).
-    """
-    out = {}
-    full = scores[scores.method == "full"].set_index("seed")["dice_mean"]
-    lower = scores[scores.method == "labeled_only"].set_index(["n_labeled", "seed"])["dice_mean"]
-    for _, r in scores[~scores.method.isin(["full"])].iterrows():
-        key = (r.n_labeled, r.seed)
-        if r.seed not in full.index or key not in lower.index:
+
+# ---------------------------------------------------------------------------------------------------------
+def main_table(scores: pd.DataFrame, n: int, fractions: dict) -> list:
+    lines = [f"### {n} labeled ({fractions.get(n, '')})", "",
+             "| method | seeds | mean Dice (%) | 95% CI | mean HD95 (mm) | gap closure | 95% CI (t) | 95% CI (bootstrap) |",
+             "|---|---|---|---|---|---|---|---|"]
+    full = full_by_seed(scores)
+    lower = by_seed(scores, "labeled_only", n)
+    for m in methods_of(scores):
+        dice = full if m == "full" else by_seed(scores, m, n)
+        if not dice:
             continue
-        denom = full[r.seed] - lower[key]
-        value = (r.dice_mean - lower[key]) / denom if denom >= MIN_GAP else np.nan
-        out.setdefault((r.method, r.n_labeled), []).append(value)
-    return out
+        hd = full_by_seed(scores, "hd95") if m == "full" else by_seed(scores, m, n, "hd95")
+        mean, ci, k = mean_ci(dice)
+        hd_mean = np.mean(list(hd.values()))
+        closure = "—", "—", "—"
+        if m not in ("full", "labeled_only"):
+            g = gap_closure(dice, lower, full, MIN_GAP)
+            if len(g) > 1:
+                s = paired_summary(list(g.values()))
+                closure = f"{s.mean * 100:.0f}%", fmt_ci(s.ci95_t, digits=0), fmt_ci(s.ci95_bootstrap, digits=0)
+            elif len(g) == 1:
+                closure = f"{list(g.values())[0] * 100:.0f}%", "—", "—"
+        lines.append(f"| {label(m)} | {k} | **{mean * 100:.2f}** | {fmt_ci(ci, signed=False)} | {hd_mean:.2f} | "
+                     + " | ".join(closure) + " |")
+    gaps = paired_differences(full, lower)
+    if gaps:
+        lines += ["", "Gap to close (fully supervised − labeled-only, Dice points) per seed: "
+                  + ", ".join(f"s{s}: {v * 100:+.2f}" for s, v in gaps.items())]
+    return lines + [""]
 
 
-def markdown(scores: pd.DataFrame, records: dict, setup: dict, failed: list, df: pd.DataFrame) -> str:
-    classes = sorted(c[len("dice_"):] for c in scores.columns if c.startswith("dice_") and c != "dice_mean")
-    closure = gap_closure(scores)
-    budgets = sorted(scores[scores.method != "full"].n_labeled.unique())
-    n_fold = int(scores[scores.method == "full"].n_labeled.iloc[0]) if (scores.method == "full").any() else None
-
-    def spi(method, n):
-        v = [r["seconds_per_iteration"] for (m, nl, _), r in records.items()
-             if m == method and nl == n and r.get("seconds_per_iteration")]
-        return f"{np.mean(v):.3f}" if v else "n/a"
-
-    devices = {r.get("device", "cpu") for r in records.values()}
-    where = ("on a shared 2-core CPU" if devices == {"cpu"} else
-             "on a GPU shared by runs trained at the same time (see the runs' notes)" if devices == {"cuda"} else
-             f"on mixed devices ({', '.join(sorted(devices))})")
-    plans = ("nnU-Net's default plans" if setup.get("plans") == "nnUNetPlans" else "nnU-Net small CPU plans")
-    generator = f"{setup['difficulty']} generator, " if "difficulty" in setup else ""
-    lines = [f"# Quality benchmark (synthetic 2D, {generator}{plans})", ""]
-    seeds = sorted(scores.seed.unique())
-    n_cases = df.case.nunique()
-    lines += [
-        f"- Set-up: {json.dumps(setup)}" if setup else "- Set-up: (no setup.json)",
-        f"- Test set: {n_cases} held-out cases (imagesTs/labelsTs), the same for every run.",
-        f"- Seeds (labeled-subset draws; training itself is not seeded): {', '.join(map(str, seeds))} "
-        f"-> **{len(seeds)} seed(s)**; ± is the std over seeds (ddof=1), shown only with 2+ seeds.",
-        f"- Every method: same plans, same iteration budget "
-        f"({', '.join(str(i) for i in sorted(df.iterations.unique()))} iterations), same labeled subset per "
-        f"(budget, seed); the semi-supervised methods use fold 0's other training cases as unlabeled data.",
-        "- Dice: nnU-Net's `compute_metrics_on_folder`; NaN (class absent in reference and prediction) left out.",
-        "- HD95 (mm): `medpy.metric.binary.hd95`; both empty -> 0, exactly one empty -> image diagonal "
-        "(worst case).",
-        "- Gap closure = (method - labeled-only) / (fully supervised - labeled-only), on mean Dice, per seed.",
-        "- s/it: median training epoch time / iterations per epoch (includes the epoch's few validation "
-        f"iterations and per-epoch overhead), {where}: indicative only.",
-        ""]
-    if failed:
-        lines += [f"- **Failed runs** (see quality_runs/*.failed.txt): {', '.join(failed)}", ""]
-
-    head = (["method", "labeled", "seeds"] + [f"Dice {c}" for c in classes] + ["mean Dice", "gap closure"] +
-            [f"HD95 {c}" for c in classes] + ["mean HD95", "s/it"])
-    lines += ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
-    groups = [(n, m) for n in budgets for m in ORDER if m != "full"] + [(n_fold, "full")]
-    for n, m in groups:
-        sub = scores[(scores.method == m) & (scores.n_labeled == n)]
-        if sub.empty:
+def comparison_table(scores: pd.DataFrame, n: int, pairs) -> list:
+    lines = ["| comparison | seeds | mean Δ Dice (pts) | SD | 95% CI (t) | 95% CI (bootstrap) | 90% CI (t) | p (t) "
+             "| p (Wilcoxon) | Δ HD95 (mm) [95% CI] |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for method, reference in pairs:
+        s, _ = compare(scores, method, reference, n)
+        if s is None:
             continue
-        frac = sub.fraction.iloc[0]
-        label = f"{int(n)} ({frac * 100:g}%)" if m != "full" else f"{int(n)} (all)"
-        gc = closure.get((m, n))
-        cells = [LABELS.get(m, m), label, str(len(sub))]
-        cells += [fmt(sub[f"dice_{c}"], 2, 100) for c in classes] + [f"**{fmt(sub.dice_mean, 2, 100)}**"]
-        if m in ("labeled_only", "full"):
-            cells.append("—")
-        else:
-            gc_text = fmt(gc, 0, 100) if gc else "n/a"
-            n_defined = int(np.sum(~np.isnan(np.asarray(gc, dtype=float)))) if gc else 0
-            if gc_text != "n/a":
-                gc_text += "%" + (f" ({n_defined} of {len(gc)} seeds)" if n_defined < len(gc) else "")
-            cells.append(gc_text)
-        cells += [fmt(sub[f"hd95_{c}"], 2) for c in classes] + [fmt(sub.hd95_mean, 2), spi(m, n)]
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "Dice in %, HD95 in mm (voxel spacing 1 mm).", ""]
-    for n, g in sorted(gaps(scores).items()):
-        g = np.asarray(g) * 100
-        lines.append(f"- Gap to close at {int(n)} labeled cases (full − labeled-only, mean Dice points, per seed): "
-                     f"{', '.join(f'{x:+.2f}' for x in g)}" +
-                     ("" if (g >= MIN_GAP * 100).all() else
-                      f" — gap closure is n/a for seeds with a gap below {MIN_GAP * 100:.1f} points."))
-    lines += ablation_table(scores, classes, records)
-    lines += ["", "## Per-case paired difference to labeled-only (same seed, same test cases)", "",
-              "Mean over classes per test case, then method − labeled-only per case: mean ± std over "
-              "cases (all seeds pooled) and the number of cases where the method is better. This shows the "
-              "spread over test cases only, not over training runs.", "",
-              "| method | labeled | Δ mean Dice (pts) | better cases | Δ mean HD95 (mm) |", "|---|---|---|---|---|"]
-    case = df.groupby(["method", "n_labeled", "seed", "case"]).agg(dice=("dice", "mean"), hd95=("hd95", "mean"))
-    for n in budgets:
-        if ("labeled_only", n) not in {(m, nl) for m, nl, _, _ in case.index}:
+        h, _ = compare(scores, method, reference, n, "hd95")
+        hd = f"{h.mean:+.2f} {fmt_ci(h.ci95_t, scale=1.0)}" if h is not None else "—"
+        sd = f"{s.sd * 100:.2f}" if not math.isnan(s.sd) else "—"
+        lines.append(f"| {label(method)} − {label(reference)} | {s.n} | **{s.mean * 100:+.2f}** | {sd} | "
+                     f"{fmt_ci(s.ci95_t)} | {fmt_ci(s.ci95_bootstrap)} | {fmt_ci(s.ci90_t)} | {fmt_p(s.p_t)} | "
+                     f"{fmt_p(s.p_wilcoxon)} | {hd} |")
+    return lines + [""]
+
+
+def power_lines(scores: pd.DataFrame, n: int) -> list:
+    lines = []
+    for method, reference in PRIMARY:
+        s, _ = compare(scores, method, reference, n)
+        if s is None or s.n < 2:
             continue
-        ref = case.xs(("labeled_only", n), level=("method", "n_labeled"))
-        for m in ORDER + list(VARIANT_LABELS):
-            if m in ("labeled_only", "full") or (m, n) not in {(a, b) for a, b, _, _ in case.index}:
-                continue
-            d = (case.xs((m, n), level=("method", "n_labeled")) - ref).dropna()
-            lines.append(f"| {LABELS.get(m, m)} | {int(n)} | {d.dice.mean() * 100:+.2f} ± {d.dice.std() * 100:.2f} | "
-                         f"{int((d.dice > 0).sum())}/{len(d)} | {d.hd95.mean():+.2f} ± {d.hd95.std():.2f} |")
-    return "\n".join(lines) + "\n"
-
-
-def paired_delta(scores: pd.DataFrame, method: str, reference: str, n) -> list:
-    """method - reference mean Dice per seed, for the seeds where both ran at budget n."""
-    a = scores[(scores.method == method) & (scores.n_labeled == n)].set_index("seed").dice_mean
-    b = scores[(scores.method == reference) & (scores.n_labeled == n)].set_index("seed").dice_mean
-    common = sorted(set(a.index) & set(b.index))
-    return [a[k] - b[k] for k in common]
-
-
-def ablation_reference(method: str, records: dict):
-    """The row a variant is compared with: REFERENCE, or the AsyCo with the branch_views its runs used."""
-    if method in REFERENCE or method not in VARIANT_LABELS:
-        return REFERENCE.get(method)
-    views = {r.get("branch_views") or "shared" for (m, _, _), r in records.items() if m == method}
-    if len(views) != 1 or not views <= set(ASYCO_BY_VIEWS):
-        raise SystemExit(f"Runs of {method} used branch_views {sorted(views)}: one of {sorted(ASYCO_BY_VIEWS)} is "
-                         f"needed to pick the AsyCo they are compared with; keep such runs in separate results folders.")
-    return ASYCO_BY_VIEWS[views.pop()]
-
-
-def ablation_table(scores: pd.DataFrame, classes: list, records: dict) -> list:
-    """Markdown lines: AsyCo's default against each ablation, per budget that has ablation runs."""
-    budgets = sorted(scores[scores.method.isin(list(VARIANT_LABELS))].n_labeled.unique())
-    if not budgets:
-        return []
-    lines = ["", "## Ablation: AsyCo's parts and the alternatives for its open choices", "",
-             "Same plans, subset, budget and test set as the table above. Each variant changes one choice of its "
-             "reference; Δ = variant − reference (and − labeled-only) on mean Dice, paired by seed (mean over the "
-             "seeds where both ran).", ""]
-    head = (["variant", "labeled", "seeds"] + [f"Dice {c}" for c in classes] +
-            ["mean Dice", "reference", "Δ vs reference", "Δ vs labeled-only", "mean HD95"])
-    lines += ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
-    for n in budgets:
-        for m in ["labeled_only", "asyco", "asyco_sharedViews", "cps"] + list(VARIANT_LABELS):
-            sub = scores[(scores.method == m) & (scores.n_labeled == n)]
-            if sub.empty:
-                continue
-            name = "AsyCo (defaults)" if m == "asyco" else VARIANT_LABELS.get(m, MAIN_LABELS.get(m, m))
-            reference = ablation_reference(m, records)
-            d_ref = paired_delta(scores, m, reference, n) if reference else []
-            d_lower = paired_delta(scores, m, "labeled_only", n) if m != "labeled_only" else []
-            cells = [name, f"{int(n)}", str(len(sub))] + [fmt(sub[f"dice_{c}"], 2, 100) for c in classes]
-            cells += [f"**{fmt(sub.dice_mean, 2, 100)}**", MAIN_LABELS[reference] if reference else "—",
-                      f"{np.mean(d_ref) * 100:+.2f}" if d_ref else "—",
-                      f"{np.mean(d_lower) * 100:+.2f}" if d_lower else "—", fmt(sub.hd95_mean, 2)]
-            lines.append("| " + " | ".join(cells) + " |")
+        sd = s.sd * 100
+        need = seeds_for_power(sd, POWER_DELTA)
+        lines.append(f"- {label(method)} − {label(reference)}: SD of the paired difference {sd:.2f} points over "
+                     f"{s.n} seeds; detecting {POWER_DELTA:g} point with 80% power (two-sided paired t, α = 0.05) "
+                     f"needs {need} seeds; with {s.n} seeds the detectable difference is "
+                     f"{detectable_difference(sd, s.n):.2f} points.")
     return lines
 
 
-def plot_dice(scores: pd.DataFrame, path: str) -> None:
-    import matplotlib
-    matplotlib.use("agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    for i, m in enumerate([m for m in ORDER if m != "full" and m in set(scores.method)]):
-        sub = scores[scores.method == m].groupby("fraction").dice_mean
-        mean, std = sub.mean() * 100, sub.std(ddof=1).fillna(0) * 100
-        x = mean.index.values * 100 * (1 + 0.015 * (i - 1.5))  # small offset so error bars do not overlap
-        ax.errorbar(x, mean.values, yerr=std.values, marker="o", capsize=4, label=LABELS.get(m, m))
-    full = scores[scores.method == "full"].dice_mean * 100
-    if len(full):
-        mu, sd = full.mean(), (full.std(ddof=1) if len(full) > 1 else 0.0)
-        ax.axhline(mu, color="k", ls="--", lw=1, label=f"{LABELS['full']} (100% of fold 0)")
-        if sd:
-            ax.axhspan(mu - sd, mu + sd, color="k", alpha=0.1)
-    fractions = sorted(scores[scores.method != "full"].fraction.unique())
-    ax.set_xscale("log")  # budgets like 1.25, 5, 10 % spread evenly; the small offsets look alike
-    ax.set_xticks([f * 100 for f in fractions])
-    ax.set_xticklabels([f"{f * 100:g}" for f in fractions])
-    ax.minorticks_off()
-    ax.set_xlabel("labeled fraction of fold 0 training cases (%)")
-    ax.set_ylabel("mean foreground Dice on test set (%)")
-    per_point = scores[scores.method.isin(ORDER)].groupby(["method", "fraction"]).seed.nunique()
-    lo, hi = int(per_point.min()), int(per_point.max())
-    seeds_text = f"{lo} seed(s) per point" if lo == hi else f"{lo}-{hi} seeds per point"
-    ax.set_title(f"Dice vs labeled fraction ({seeds_text}; bars: std over seeds)" if hi > 1
-                 else "Dice vs labeled fraction (1 seed: no error bars)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+def per_class_lines(scores: pd.DataFrame, n: int) -> list:
+    classes = [c[len("dice_"):] for c in scores.columns if c.startswith("dice_")]
+    lines = ["| method | " + " | ".join(classes) + " |", "|---|" + "---|" * len(classes)]
+    for m in methods_of(scores):
+        rows = scores[(scores.method == m) & ((scores.n_labeled == n) if m != "full" else True)]
+        if len(rows) == 0:
+            continue
+        lines.append(f"| {label(m)} | " + " | ".join(f"{rows[f'dice_{c}'].mean() * 100:.1f}" for c in classes) + " |")
+    lines += ["", "| AsyCo − CPS per class | " + " | ".join(classes) + " |", "|---|" + "---|" * len(classes)]
+    cells = []
+    for c in classes:
+        s, _ = compare(scores, "asyco", "cps", n, f"dice_{c}")
+        cells.append("—" if s is None else f"{s.mean * 100:+.1f} {fmt_ci(s.ci95_t, digits=1)}")
+    lines.append("| Δ [95% CI (t)] | " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
-def plot_loss_terms(records: dict, path: str) -> None:
+def learning_speed_lines(records: dict, scores: pd.DataFrame, n: int) -> list:
+    """Validation pseudo-Dice (nnU-Net's mean_fg_dice on the fold's validation patches) at quarters of training."""
+    lines = ["| method | 25% | 50% | 75% | 100% of training |", "|---|---|---|---|---|"]
+    for m in methods_of(scores):
+        curves = [np.asarray(r["curves"].get("mean_fg_dice", []), dtype=float) for (mm, nn, _), r in records.items()
+                  if mm == m and (nn == n or m == "full")]
+        curves = [c for c in curves if len(c)]
+        if not curves:
+            continue
+        length = min(len(c) for c in curves)
+        mean_curve = np.nanmean(np.stack([c[:length] for c in curves]), axis=0)
+        points = [mean_curve[max(0, int(round(q * length)) - 1)] * 100 for q in (0.25, 0.5, 0.75, 1.0)]
+        lines.append(f"| {label(m)} | " + " | ".join(f"{p:.1f}" for p in points) + " |")
+    return lines + [""]
+
+
+# ---------------------------------------------------------------------------------------------------------
+def plot_dice_by_budget(scores: pd.DataFrame, path: str, title: str) -> None:
     import matplotlib
+    import matplotlib.ticker
     matplotlib.use("agg")
     import matplotlib.pyplot as plt
-    semi = [m for m in ORDER if m not in ("labeled_only", "full") and any(k[0] == m for k in records)]
-    if not semi:
-        return
-    # top row: supervised loss and nnU-Net's weighted total; bottom row: the (much smaller) consistency terms
-    fig, axes = plt.subplots(2, len(semi), figsize=(4.8 * len(semi), 7.0), squeeze=False)
-    styles = ["-", "--", ":", "-."]
-    for col, m in enumerate(semi):
-        runs = sorted((k, r) for k, r in records.items() if k[0] == m)
-        colours = {}
-        for i, ((_, n, seed), r) in enumerate(runs):
-            ls = styles[i % len(styles)]
-            for k, v in r["curves"].items():
-                if not k.startswith("train_"):
-                    continue
-                term = "total (weighted; nnU-Net's train_loss)" if k == "train_losses" else k[len("train_"):]
-                colour = "k" if k == "train_losses" else colours.setdefault(term, f"C{len(colours)}")
-                ax = axes[0, col] if k in ("train_losses", "train_supervised") else axes[1, col]
-                ax.plot(range(1, len(v) + 1), v, color=colour, ls=ls, lw=1.2, label=f"{term} (n={n}, seed {seed})")
-        axes[0, col].set_title(LABELS.get(m, m))
-        axes[0, col].set_ylabel("supervised / total loss")
-        axes[1, col].set_ylabel("consistency terms (unweighted)")
-        axes[1, col].set_xlabel("epoch")
-        for ax in axes[:, col]:
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=6)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    budgets = budgets_of(scores)
+    for i, m in enumerate(x for x in methods_of(scores) if x in ORDER and x != "full"):
+        means, lows, highs, xs = [], [], [], []
+        for n in budgets:
+            mean, ci, k = mean_ci(by_seed(scores, m, n))
+            if k == 0:
+                continue
+            xs.append(n * (1 + 0.03 * (i - 2)))
+            means.append(mean * 100)
+            lows.append(0 if math.isnan(ci[0]) else (mean - ci[0]) * 100)
+            highs.append(0 if math.isnan(ci[1]) else (ci[1] - mean) * 100)
+        ax.errorbar(xs, means, yerr=[lows, highs], marker="o", capsize=3, label=label(m))
+    full = list(full_by_seed(scores).values())
+    if full:
+        f_mean, f_ci, _ = mean_ci(dict(enumerate(full)))
+        ax.axhline(f_mean * 100, color="k", linestyle="--", label=label("full"))
+        if not math.isnan(f_ci[0]):
+            ax.axhspan(f_ci[0] * 100, f_ci[1] * 100, color="k", alpha=0.1)
+    ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xticks(budgets)
+    ax.set_xticklabels([str(b) for b in budgets])
+    ax.set_xlabel("labeled training cases")
+    ax.set_ylabel("mean Dice over test cases (%)")
+    ax.set_title(title + " (error bars: 95% CI over seeds)", fontsize=9)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description="Aggregate quality benchmark CSVs into quality.md and plots.")
-    p.add_argument("--results", default=os.path.join(REPO, "benchmarks", "results"))
-    p.add_argument("--notes", default=None, help="a markdown file appended to quality.md as '## Notes'")
-    args = p.parse_args(argv)
-    runs_dir = os.path.join(args.results, "quality_runs")
+def plot_paired_differences(scores: pd.DataFrame, path: str, title: str) -> None:
+    import matplotlib
+    matplotlib.use("agg")
+    import matplotlib.pyplot as plt
+    pairs = PRIMARY + SECONDARY
+    budgets = budgets_of(scores)
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(pairs) * len(budgets) + 1))
+    y, ticks, names = 0, [], []
+    for n in budgets:
+        for method, reference in pairs:
+            s, d = compare(scores, method, reference, n)
+            if s is None:
+                continue
+            if not math.isnan(s.ci95_t[0]):
+                ax.plot([s.ci95_t[0] * 100, s.ci95_t[1] * 100], [y, y], color="C0")
+            ax.plot([v * 100 for v in d.values()], [y] * len(d), "o", color="C0", alpha=0.3, markersize=3)
+            ax.plot(s.mean * 100, y, "D", color="C3" if (method, reference) in PRIMARY else "C0")
+            ticks.append(y)
+            names.append(f"{label(method)} − {label(reference)}, n={n}")
+            y -= 1
+        y -= 0.5
+    ax.axvline(0, color="k", linewidth=0.8)
+    ax.set_yticks(ticks)
+    ax.set_yticklabels(names, fontsize=7)
+    ax.set_xlabel("paired difference in mean Dice (points): per seed (dots), mean (diamond), 95% t CI (line)")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_learning_curves(records: dict, scores: pd.DataFrame, path: str, title: str) -> None:
+    import matplotlib
+    matplotlib.use("agg")
+    import matplotlib.pyplot as plt
+    budgets = budgets_of(scores)
+    fig, axes = plt.subplots(1, len(budgets), figsize=(4.5 * len(budgets), 3.6), squeeze=False)
+    for ax, n in zip(axes[0], budgets):
+        for m in methods_of(scores):
+            curves = [np.asarray(r["curves"].get("mean_fg_dice", []), dtype=float)
+                      for (mm, nn, _), r in records.items() if mm == m and (nn == n or m == "full")]
+            curves = [c for c in curves if len(c)]
+            if curves:
+                length = min(len(c) for c in curves)
+                ax.plot(np.arange(1, length + 1), np.nanmean(np.stack([c[:length] for c in curves]), 0) * 100,
+                        label=label(m), linestyle="--" if m == "full" else "-")
+        ax.set_title(f"{n} labeled", fontsize=9)
+        ax.set_xlabel("epoch (50 iterations)")
+        ax.set_ylabel("validation pseudo-Dice (%)")
+    axes[0][0].legend(fontsize=6)
+    fig.suptitle(title + ": mean over seeds", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------------------
+def summary(scores: pd.DataFrame) -> dict:
+    out = {"budgets": {}}
+    full = full_by_seed(scores)
+    for n in budgets_of(scores):
+        entry = {}
+        for method, reference in PRIMARY + SECONDARY:
+            s, d = compare(scores, method, reference, n)
+            if s is not None:
+                entry[f"{method}-{reference}"] = {**s.as_dict(), "per_seed": d}
+        for m in methods_of(scores):
+            if m in ("full", "labeled_only"):
+                continue
+            g = gap_closure(by_seed(scores, m, n), by_seed(scores, "labeled_only", n), full, MIN_GAP)
+            if len(g) > 1:
+                entry[f"gap_closure_{m}"] = {**paired_summary(list(g.values())).as_dict(), "per_seed": g}
+        entry["mean_dice"] = {m: by_seed(scores, m, n) for m in methods_of(scores) if m != "full"}
+        out["budgets"][str(n)] = entry
+    out["full"] = full
+    return out
+
+
+def write_report(results: str, title: str) -> str:
+    runs_dir = os.path.join(results, "quality_runs")
     df, records, setup, failed = load_runs(runs_dir)
     scores = per_run_scores(df)
-    text = markdown(scores, records, setup, failed, df)
-    if args.notes:
-        with open(args.notes) as f:
-            text += "\n## Notes\n\n" + f.read()
-    with open(os.path.join(args.results, "quality.md"), "w") as f:
-        f.write(text)
-    plot_dice(scores, os.path.join(args.results, "dice_vs_fraction.png"))
-    plot_loss_terms(records, os.path.join(args.results, "loss_terms.png"))
-    print(text)
+    fractions = {int(n): (f"{float(f) * 100:g}% of fold 0's training cases" if not pd.isna(f) else "")
+                 for n, f in df.groupby("n_labeled").fraction.first().items()}
+    budgets = budgets_of(scores)
+    seeds = sorted(int(s) for s in scores.seed.unique())
+    commits = sorted({r.get("code", {}).get("commit", "?")[:10] for r in records.values()})
+    n_cases = int(scores.cases.max())
+    lines = [f"# {title}", "",
+             f"- Set-up: `{json.dumps(setup)}`",
+             f"- Test set: {n_cases} held-out cases, the same for every run. Seeds present: {seeds}. Code: "
+             f"{', '.join(commits)}.",
+             "- Unit of replication: the seed (labeled-subset draw + `nnUNet_asyco_seed` training seed). A run's "
+             "score is the mean over test cases of the case's mean Dice over its foreground classes; methods are "
+             "compared by per-seed differences. Test cases are never pooled as replicates.",
+             "- Intervals: t intervals over seeds (95%, and the decision rule's 90%), percentile seed-bootstrap "
+             "(10,000 resamples); p: paired t-test and Wilcoxon signed-rank over seeds, two-sided.",
+             "- Gap closure = (method − labeled-only) / (fully supervised − labeled-only), per seed.",
+             "- HD95 (mm): medpy on the 2D slice; both empty → 0, exactly one empty → the image diagonal.", ""]
+    if failed:
+        lines += [f"- Failed runs (see their .failed.txt): {', '.join(failed)}", ""]
+    lines += ["## Primary endpoints (smallest labeled budget)", ""]
+    lines += comparison_table(scores, budgets[0], PRIMARY)
+    lines += ["### Power", ""] + power_lines(scores, budgets[0]) + [""]
+    lines += ["## Scores per labeled budget", ""]
+    for n in budgets:
+        lines += main_table(scores, n, fractions)
+    lines += ["## Paired comparisons (secondary endpoints)", ""]
+    for n in budgets:
+        lines += [f"### {n} labeled", ""] + comparison_table(scores, n, PRIMARY + SECONDARY)
+    lines += ["## Per class (secondary, exploratory)", "",
+              "Mean Dice (%) over seeds per class, and AsyCo − CPS per class with a 95% t interval over seeds. "
+              "No correction for multiplicity: with k classes and budgets, about 5% of such intervals exclude 0 "
+              "by chance; read them as where to look, not as findings.", ""]
+    for n in budgets:
+        lines += [f"### {n} labeled", ""] + per_class_lines(scores, n)
+    lines += ["## Learning speed", "",
+              "nnU-Net's validation pseudo-Dice (`mean_fg_dice` of the training log: 2 validation batches of fold 0's "
+              "validation cases per epoch), mean over seeds, at quarters of the budget; the full curves are in "
+              "`learning_curves.png`.", ""]
+    for n in budgets:
+        lines += [f"### {n} labeled", ""] + learning_speed_lines(records, scores, n)
+    with open(os.path.join(results, "quality.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    with open(os.path.join(results, "summary.json"), "w") as f:
+        json.dump(summary(scores), f, indent=1, default=float)
+    plot_dice_by_budget(scores, os.path.join(results, "dice_by_budget.png"), title)
+    plot_paired_differences(scores, os.path.join(results, "paired_differences.png"), title)
+    plot_learning_curves(records, scores, os.path.join(results, "learning_curves.png"), title)
+    return os.path.join(results, "quality.md")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--results", required=True, help="a results folder of run_quality.py (holding quality_runs/)")
+    p.add_argument("--title", default=None)
+    args = p.parse_args(argv)
+    title = args.title or f"Quality benchmark: {os.path.basename(os.path.abspath(args.results))}"
+    print(write_report(args.results, title))
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

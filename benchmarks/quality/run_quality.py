@@ -1,50 +1,24 @@
-"""Quality benchmark (DESIGN.md section 5): Dice and HD95 of every method on one held-out test set.
+"""Quality benchmark v2 (benchmarks/PROTOCOL.md): every method on one held-out test set, seeded and paired.
 
-One command runs the whole protocol with real nnU-Net commands as child processes:
+One command runs a benchmark with real nnU-Net commands as child processes:
 
-1. write a synthetic 2D dataset (``nnunetv2_asyco.demo.synthetic``, ``--difficulty hard``
-   and 5 classes by default: organ, low-contrast inner structure, three small
-   boundary structures; subjects differ in shape, size, contrast, noise, blur
-   and bias field): ``--n-train``
-   training cases (nnU-Net's fold 0 uses 80% of them for training), a fixed
-   held-out test set (imagesTs/labelsTs, ``--n-test`` cases) and, optionally,
-   ``--n-extra-unlabeled`` extra unlabeled scans (imagesUnlabeled);
-2. ``nnUNetv2_plan_and_preprocess`` (2d), then CPU plans
-   (``make_small_plans``: patch 64x64, small batch, capped widths) shared by
-   every method;
-3. for every seed and labeled fraction: ``nnUNetv2_asyco_labeled_subset -d ID
-   -f 0 --fraction F --seed S --overwrite`` (the fold's other training cases
-   are the unlabeled data), then for every method ``nnUNetv2_train`` with the
-   method's ``_bench<N>`` trainer (same plans, same subset, same N iterations;
-   ``benchmarks/quality/trainers/budget_trainers.py``); the fully supervised
-   upper bound (stock ``nnUNetTrainer`` on all labels of fold 0) once per seed;
-   ``--parallel N`` trains N of one (seed, fraction) block at once (for a GPU
-   that one small network leaves mostly idle);
-4. ``nnUNetv2_predict`` on imagesTs (``-npp 1 -nps 1``), Dice per class and
-   case with nnU-Net's ``compute_metrics_on_folder``, HD95 per class and case
-   with ``medpy.metric.binary.hd95``;
-5. one CSV per run in ``<results>/quality_runs/`` (columns: method, trainer,
-   iterations, fraction, n_labeled, seed, case, class, dice, hd95, hd95_note)
-   plus ``<run>.json`` (training log from the checkpoint's ``logging`` dict,
-   per-iteration time, labeled cases).
+1. the dataset (``--benchmark synthetic``: the synthetic generator's "benchmark" setting with a large test set;
+   ``--benchmark inia19``: coronal slices of the INIA19 macaque template, see ``real_anatomy.py``),
+   ``nnUNetv2_plan_and_preprocess`` (2d) and small CPU plans shared by every method (``datasets.py``);
+2. for every labeled budget, seed and method: ``nnUNetv2_asyco_labeled_subset -d ID -f 0 (--fraction F | -n N)
+   --seed S`` in a preprocessed folder of the run's own (so runs of different seeds can train side by side),
+   ``nnUNetv2_train`` with ``nnUNet_asyco_seed=S`` and the method's ``_bench<I>`` trainer (same plans, same I
+   iterations; ``trainers/budget_trainers.py``), the fully supervised upper bound (seeded stock
+   ``nnUNetTrainer`` on all labels of fold 0) once per seed; ``--parallel N`` trainings at a time;
+3. ``nnUNetv2_predict`` on imagesTs and scoring (``scoring.py``: Dice with nnU-Net's evaluation, HD95);
+4. one CSV per run in ``<results>/quality_runs/`` (columns: method, trainer, iterations, fraction, n_labeled,
+   seed, case, class, dice, hd95, hd95_note) plus ``<run>.json`` (training curves, per-iteration time,
+   labeled cases, code version); with ``--commit`` both are committed to git as soon as the run is scored.
 
-A run whose CSV exists is skipped, so an interrupted benchmark resumes where it
-stopped (``--c`` is not used: an unfinished training restarts). The "seed" is
-the seed of the labeled-subset draw; nnU-Net training itself is not seeded, so
-repeated seeds also sample training randomness. ``benchmarks/quality/report.py``
-turns the CSVs into ``quality.md`` and the plots.
-
-Empty-mask conventions (per test case and class):
-- Dice: nnU-Net's own value; it is NaN when reference and prediction are both
-  empty, and NaN values are left out of means (nnU-Net does the same).
-- HD95: both empty -> 0.0 (``hd95_note=both_empty``); exactly one empty -> the
-  image diagonal in mm, the largest distance possible in the image, as a fixed
-  worst-case penalty (``hd95_note=empty_prediction`` / ``empty_reference``);
-  otherwise medpy's hd95 with the image spacing.
-
-The defaults are the full protocol (5% and 10% labels, 3 seeds, 1000
-iterations per method, about 1 h 45 min on a 2-core CPU). The runs behind
-benchmarks/results/quality.md are listed in benchmarks/results/quality_notes.md.
+The seed S is the unit of replication: it draws the labeled subset and seeds training (initialisation, batch
+order, augmentation), so two methods at the same seed differ by their method only. A run whose CSV exists is
+skipped: an interrupted benchmark resumes where it stopped (an unfinished training restarts from scratch).
+``benchmarks/quality/report.py`` turns the CSVs into the report.
 """
 import argparse
 import csv
@@ -54,14 +28,20 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 BENCH_TRAINER_DIR = os.path.join(HERE, "trainers")
 sys.path.insert(0, BENCH_TRAINER_DIR)
+sys.path.insert(0, HERE)
 import budget_trainers  # noqa: E402
+from datasets import BENCHMARKS, dataset_folder_name, prepare_dataset  # noqa: E402
+from scoring import score_run, training_record  # noqa: E402
+from nnunetv2_asyco.demo.commands import find_cli  # noqa: E402
 from nnunetv2_asyco.demo.synthetic import DIFFICULTIES  # noqa: E402
 from nnunetv2_asyco.training.variants.ablations import ablation_trainers  # noqa: E402
 
@@ -77,42 +57,19 @@ METHODS = {
     **{cls.__name__[len("nnUNetTrainer"):].replace("AsyCo_", "asyco_").replace("CPS_", "cps_"): (cls.__name__, True)
        for cls in ablation_trainers()},
 }
-DEFAULT_METHODS = ("labeled_only", "mean_teacher", "cps", "asyco", "full")
-DATASET_NAME = "AsyCoQuality"
-PLANS = "nnUNetPlansQuality"  # the small CPU plans
-DEFAULT_PLANS = "nnUNetPlans"  # nnU-Net's own plans, unedited (--default-plans, for GPU runs)
+DEFAULT_METHODS = ("labeled_only", "mean_teacher", "cps", "cps_perturbedViews", "asyco", "full")
+# labeled budgets of the protocol: fractions of fold 0's training cases, or numbers of labeled slices
+DEFAULT_BUDGETS = {"synthetic": {"fractions": [0.025, 0.05, 0.1]}, "inia19": {"n_labeled": [2, 4, 8]}}
+SMALL_PLANS = "nnUNetPlansQuality"
 PATH_VARS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
 CSV_COLUMNS = ("method", "trainer", "iterations", "fraction", "n_labeled", "seed", "case", "class", "dice", "hd95",
                "hd95_note")
-# what the dataset and plans depend on; results made with other values are not comparable
-SETUP_KEYS = ("dataset_id", "n_train", "n_test", "n_extra_unlabeled", "data_seed", "difficulty", "num_classes",
-              "patch", "batch_size", "max_features", "iterations")
+RUN_SETUP_KEYS = ("benchmark", "dataset_id", "patch", "batch_size", "max_features", "plans", "iterations",
+                  "seeded", "torch_threads", "n_proc_da")
 
 
 class BenchError(RuntimeError):
     pass
-
-
-from nnunetv2_asyco.demo.commands import find_cli  # noqa: E402
-from nnunetv2_asyco.data.labeled_subset import load_labeled_subset  # noqa: E402
-
-
-def base_env(args) -> dict:
-    from nnunetv2_asyco.cli.trainer_dir import trainer_dir
-    env = dict(os.environ, PYTHONUNBUFFERED="1", nnUNet_compile="false")
-    for v in PATH_VARS:
-        env[v] = os.path.join(args.work, v)
-        os.makedirs(env[v], exist_ok=True)
-    # benchmark trainers first, then the package's; keep whatever the user already searches
-    env["nnUNet_extTrainer"] = os.pathsep.join(
-        p for p in (BENCH_TRAINER_DIR, trainer_dir(), os.environ.get("nnUNet_extTrainer")) if p)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (BENCH_TRAINER_DIR, os.environ.get("PYTHONPATH")) if p)
-    env.pop("nnUNet_n_proc_DA", None)  # set for training only (0 crashes the planner)
-    # nnU-Net sets torch's threads to the core count; with OpenMP's default spin-waiting, threads that wait for a
-    # descheduled sibling burn the shared cores (measured here: ~1-2 s vs ~45 ms per small training step)
-    if args.omp_wait_policy:
-        env["OMP_WAIT_POLICY"] = args.omp_wait_policy
-    return env
 
 
 def say(message: str) -> None:
@@ -139,31 +96,49 @@ def run_cmd(cmd: list, env: dict, log: str) -> float:
 
 
 # ---------------------------------------------------------------------------------------
-# dataset, plans
+# environment, set-up record, code version
 # ---------------------------------------------------------------------------------------
-def setup_dict(args) -> dict:
-    setup = {k: getattr(args, k) for k in SETUP_KEYS}
-    if args.plans == DEFAULT_PLANS:  # patch, batch and widths are nnU-Net's choice then
-        setup.update(plans=DEFAULT_PLANS, patch=None, batch_size=None, max_features=None)
-    return setup
+def base_env(args) -> dict:
+    from nnunetv2_asyco.cli.trainer_dir import trainer_dir
+    env = dict(os.environ, PYTHONUNBUFFERED="1", nnUNet_compile="false")
+    for v in PATH_VARS:
+        env[v] = os.path.join(args.work, v)
+        os.makedirs(env[v], exist_ok=True)
+    # benchmark trainers first, then the package's; keep whatever the user already searches
+    env["nnUNet_extTrainer"] = os.pathsep.join(
+        p for p in (BENCH_TRAINER_DIR, trainer_dir(), os.environ.get("nnUNet_extTrainer")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (BENCH_TRAINER_DIR, os.environ.get("PYTHONPATH")) if p)
+    for var in ("nnUNet_n_proc_DA", "nnUNet_asyco_seed"):  # set per training run (n_proc_DA=0 crashes the planner)
+        env.pop(var, None)
+    # nnU-Net sets torch's threads to the core count; with OpenMP's default spin-waiting, threads that wait for a
+    # descheduled sibling burn the shared cores (measured here: ~1-2 s vs ~45 ms per small training step)
+    if args.omp_wait_policy:
+        env["OMP_WAIT_POLICY"] = args.omp_wait_policy
+    return env
 
 
-BENCH_MODULES = ("medpy", "pandas", "matplotlib")  # the project's [bench] extra
+def code_version() -> dict:
+    """The commit of the code that trains (and whether it had uncommitted changes)."""
+    def git(*a):
+        return subprocess.run(["git", "-C", REPO, *a], capture_output=True, text=True).stdout.strip()
+    return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--", "nnunetv2_asyco",
+                                                                     "trainers", "benchmarks/quality"))}
 
 
-def check_bench_dependencies() -> None:
-    """Fail before any training if scoring or the report could not run afterwards (hours of training lost)."""
-    import importlib.util
-    missing = [m for m in BENCH_MODULES if importlib.util.find_spec(m) is None]
-    if missing:
-        raise BenchError(f"missing {', '.join(missing)} (needed to score and report the runs); install the "
-                         f"benchmark extra: pip install -e \".[bench]\"")
+def dataset_setup(args) -> dict:
+    keys = ("benchmark", "dataset_id", "patch", "batch_size", "max_features", "plans") + \
+        BENCHMARKS[args.benchmark].setup_keys
+    return {k: getattr(args, k) for k in keys}
+
+
+def run_setup(args) -> dict:
+    return {**dataset_setup(args), **{k: getattr(args, k) for k in RUN_SETUP_KEYS}}
 
 
 def check_setup(args) -> None:
     """Refuse to mix results of different set-ups in one results folder."""
     path = os.path.join(args.runs_dir, "setup.json")
-    current = setup_dict(args)
+    current = run_setup(args)
     if os.path.isfile(path):
         with open(path) as f:
             recorded = json.load(f)
@@ -176,146 +151,83 @@ def check_setup(args) -> None:
             json.dump(current, f, indent=2)
 
 
-def prepare_dataset(args, env: dict) -> str:
-    """Dataset, nnU-Net preprocessing and small plans in the work folder (reused when already made)."""
-    marker = os.path.join(args.work, "dataset_setup.json")
-    current = {k: v for k, v in setup_dict(args).items() if k != "iterations"}
-    raw = os.path.join(env["nnUNet_raw"], f"Dataset{args.dataset_id:03d}_{DATASET_NAME}")
-    if os.path.isfile(marker):
-        with open(marker) as f:
-            if json.load(f) == current:
-                print(f"Dataset and plans already prepared in {args.work}", flush=True)
-                return raw
-        raise BenchError(f"{args.work} holds a dataset made with other options; use another --work folder.")
-    os.makedirs(args.work, exist_ok=True)
-    logs = os.path.join(args.work, "logs")
-    from nnunetv2_asyco.demo.synthetic import write_synthetic_dataset
-    print(f"Writing dataset {args.dataset_id}: {args.n_train} training, {args.n_test} test, "
-          f"{args.n_extra_unlabeled} extra unlabeled cases", flush=True)
-    raw = write_synthetic_dataset(env["nnUNet_raw"], args.dataset_id, DATASET_NAME, dim=2, shape=(128, 128),
-                                  n_train=args.n_train, n_test=args.n_test, n_unlabeled=args.n_extra_unlabeled,
-                                  num_classes=args.num_classes, seed=args.data_seed, difficulty=args.difficulty)
-    did = str(args.dataset_id)
-    run_cmd([find_cli("nnUNetv2_plan_and_preprocess"), "-d", did, "-c", "2d", "-np", str(args.n_proc), "-npfp",
-             str(args.n_proc)], env,
-            os.path.join(logs, "plan_and_preprocess.log"))
-    code = ("import sys; from nnunetv2_asyco.demo.small_plans import make_small_plans; "
-            f"print(make_small_plans(int(sys.argv[1]), 'nnUNetPlans', '{PLANS}', "
-            f"patch_size={{'2d': ({args.patch}, {args.patch})}}, batch_size={args.batch_size}, "
-            f"max_features={args.max_features}))")
-    if args.plans == PLANS:
-        run_cmd([sys.executable, "-c", code, did], env, os.path.join(logs, "small_plans.log"))
-    if args.n_extra_unlabeled:
-        run_cmd([find_cli("nnUNetv2_asyco_preprocess_unlabeled"), "-d", did, "-c", "2d", "-p", args.plans, "-np",
-                 str(args.n_proc)],
-                env, os.path.join(logs, "preprocess_unlabeled.log"))
-    with open(marker, "w") as f:
-        json.dump(current, f, indent=2)
-    return raw
+BENCH_MODULES = ("medpy", "pandas", "matplotlib", "scipy")  # the project's [bench] extra
 
 
-def write_subset(args, env: dict, fraction: float, seed: int) -> dict:
-    run_cmd([find_cli("nnUNetv2_asyco_labeled_subset"), "-d", str(args.dataset_id), "-f", "0", "--fraction",
-             str(fraction), "--seed", str(seed), "--overwrite"], env,
-            os.path.join(args.work, "logs", f"subset_f{fraction}_s{seed}.log"))
-    return load_labeled_subset(os.path.join(env["nnUNet_preprocessed"], f"Dataset{args.dataset_id:03d}_{DATASET_NAME}"),
-                               0)
+def check_bench_dependencies() -> None:
+    """Fail before any training if scoring or the report could not run afterwards (hours of training lost)."""
+    import importlib.util
+    missing = [m for m in BENCH_MODULES if importlib.util.find_spec(m) is None]
+    if missing:
+        raise BenchError(f"missing {', '.join(missing)} (needed to score and report the runs); install the "
+                         f"benchmark extra: pip install -e \".[bench]\"")
 
 
-def fold0_train_cases(env: dict, dataset_id: int) -> list:
-    folder = os.path.join(env["nnUNet_preprocessed"], f"Dataset{dataset_id:03d}_{DATASET_NAME}")
+# ---------------------------------------------------------------------------------------
+# labeled budgets and subsets
+# ---------------------------------------------------------------------------------------
+def fold0_train_cases(env: dict, args) -> list:
+    folder = os.path.join(env["nnUNet_preprocessed"], dataset_folder_name(args))
     if not os.path.isfile(os.path.join(folder, "splits_final.json")):
         # nnU-Net's own 5-fold split, made exactly as nnUNetTrainer.do_split would (in the child's environment:
         # nnunetv2.paths is read at import time)
         code = ("import sys; from nnunetv2_asyco.data.labeled_subset import load_or_create_splits; "
                 "load_or_create_splits(sys.argv[1])")
-        run_cmd([sys.executable, "-c", code, os.path.basename(folder)], env,
-                os.path.join(os.path.dirname(env["nnUNet_raw"]), "logs", "splits.log"))
+        run_cmd([sys.executable, "-c", code, os.path.basename(folder)], env, os.path.join(args.work, "logs",
+                                                                                           "splits.log"))
     with open(os.path.join(folder, "splits_final.json")) as f:
         return list(json.load(f)[0]["train"])
 
 
-# ---------------------------------------------------------------------------------------
-# scoring
-# ---------------------------------------------------------------------------------------
-def hd95_with_convention(pred, ref, spacing) -> tuple:
-    """(hd95 in mm, note); see the module docstring for the empty-mask convention."""
-    from medpy.metric.binary import hd95
-    has_pred, has_ref = bool(pred.any()), bool(ref.any())
-    if not has_pred and not has_ref:
-        return 0.0, "both_empty"
-    if has_pred != has_ref:
-        diagonal = math.sqrt(sum((n * s) ** 2 for n, s in zip(ref.shape, spacing)))
-        return diagonal, "empty_reference" if has_pred else "empty_prediction"
-    return float(hd95(pred, ref, voxelspacing=spacing)), ""
+def budgets(args, n_fold_train: int) -> list:
+    """[(fraction or None, n_labeled)] in the order given (the first is the primary endpoint's budget)."""
+    from nnunetv2_asyco.data.labeled_subset import budget_from_fraction
+    if args.n_labeled:
+        return [(None, n) for n in args.n_labeled]
+    return [(f, budget_from_fraction(f, n_fold_train)) for f in args.fractions]
 
 
-def score_run(raw: str, pred_folder: str) -> list:
-    """[(case, class name, dice, hd95, note)] for every test case and foreground class."""
-    import numpy as np
-    import SimpleITK as sitk
-    from nnunetv2_asyco.demo.evaluation import evaluate_folder
-    with open(os.path.join(raw, "dataset.json")) as f:
-        dataset_json = json.load(f)
-    ending = dataset_json["file_ending"]
-    names = {int(v): k for k, v in dataset_json["labels"].items()}
-    result = evaluate_folder(os.path.join(raw, "labelsTs"), pred_folder, dataset_json,
-                             os.path.join(pred_folder, "summary.json"), num_processes=1)
-    rows = []
-    for entry in result["metric_per_case"]:
-        case = os.path.basename(entry["reference_file"])[:-len(ending)]
-        ref_img = sitk.ReadImage(entry["reference_file"])
-        ref = sitk.GetArrayFromImage(ref_img)
-        pred = sitk.GetArrayFromImage(sitk.ReadImage(entry["prediction_file"]))
-        spacing = tuple(reversed(ref_img.GetSpacing()))  # numpy axis order
-        for label, metrics in entry["metrics"].items():
-            label = int(label)
-            hd, note = hd95_with_convention(pred == label, ref == label, spacing)
-            rows.append((case, names[label], float(metrics["Dice"]), hd, note))
-    if not np.isfinite([r[3] for r in rows]).all():
-        raise BenchError(f"non-finite HD95 in {pred_folder}")
-    return rows
+def run_preprocessed_root(args, env: dict, n_labeled: int, seed: int) -> str:
+    """An nnUNet_preprocessed of this (budget, seed): links to the shared data, its own labeled-subset file."""
+    name = dataset_folder_name(args)
+    shared = os.path.join(env["nnUNet_preprocessed"], name)
+    root = os.path.join(args.work, "preprocessed_per_subset", f"n{n_labeled:03d}_s{seed}")
+    own = os.path.join(root, name)
+    os.makedirs(own, exist_ok=True)
+    for entry in os.listdir(shared):
+        if entry.startswith("asyco_labeled_subset_"):
+            continue
+        link = os.path.join(own, entry)
+        if not os.path.lexists(link):
+            os.symlink(os.path.join(shared, entry), link)
+    return root
 
 
-def training_record(checkpoint: str, iterations_per_epoch: int) -> dict:
-    """Loss curves and per-iteration time from the checkpoint's ``logging`` dict."""
-    import numpy as np
-    import torch
-    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    logging = ckpt["logging"]
-    curves = {k: [float(x) for x in v] for k, v in logging.items()
-              if (k.startswith("train_") or k.startswith("val_") or k in ("mean_fg_dice", "ema_fg_dice",
-                                                                          "consistency_weight")) and
-              all(isinstance(x, (int, float)) or hasattr(x, "item") for x in v)}
-    starts, ends = logging.get("epoch_start_timestamps", []), logging.get("epoch_end_timestamps", [])
-    durations = [e - s for s, e in zip(starts, ends)]
-    steady = durations[1:] if len(durations) > 1 else durations  # first epoch: start-up
-    return {"curves": curves, "epoch_seconds": durations,
-            "seconds_per_iteration": float(np.median(steady)) / iterations_per_epoch if steady else None}
+def write_subset(args, env: dict, fraction, n_labeled: int, seed: int) -> dict:
+    budget = ["--fraction", str(fraction)] if fraction is not None else ["-n", str(n_labeled)]
+    run_cmd([find_cli("nnUNetv2_asyco_labeled_subset"), "-d", str(args.dataset_id), "-f", "0", *budget, "--seed",
+             str(seed), "--overwrite"], env, os.path.join(args.work, "logs", f"subset_n{n_labeled:03d}_s{seed}.log"))
+    with open(os.path.join(env["nnUNet_preprocessed"], dataset_folder_name(args),
+                           "asyco_labeled_subset_fold0.json")) as f:
+        subset = json.load(f)
+    if subset["n_labeled"] != n_labeled:
+        raise BenchError(f"subset has {subset['n_labeled']} labeled cases, expected {n_labeled}")
+    return subset
 
 
 # ---------------------------------------------------------------------------------------
 # one run
 # ---------------------------------------------------------------------------------------
-def train_env(args, env: dict) -> dict:
-    env = dict(env, nnUNet_n_proc_DA=str(args.n_proc_da))
-    if args.torch_threads:
-        env[budget_trainers.THREADS_ENV] = str(args.torch_threads)
-    return env
-
-
 def run_id(method: str, n_labeled: int, seed: int) -> str:
     """``<method>__n<labeled>__s<seed>``; methods that train on all labels (full) are ``<method>__all__s<seed>``."""
     return f"{method}__{f'n{n_labeled:03d}' if METHODS[method][1] else 'all'}__s{seed}"
 
 
-def run_one(args, env: dict, raw: str, method: str, fraction: float, n_labeled: int, seed: int,
-            subset: dict = None) -> str:
-    base = METHODS[method][0]
+def run_one(args, env: dict, raw: str, method: str, fraction, n_labeled: int, seed: int) -> str:
+    base, uses_subset = METHODS[method]
     rid = run_id(method, n_labeled, seed)
-    csv_path = os.path.join(args.runs_dir, rid + ".csv")
-    if os.path.isfile(csv_path):
-        print(f"[skip] {rid}: {csv_path} exists", flush=True)
+    if os.path.isfile(os.path.join(args.runs_dir, rid + ".csv")):
+        say(f"[skip] {rid}: its CSV exists")
         return "skipped"
     trainer = f"{base}_bench{args.iterations}"
     if base in budget_trainers.UNAVAILABLE:
@@ -323,160 +235,195 @@ def run_one(args, env: dict, raw: str, method: str, fraction: float, n_labeled: 
     results_root = os.path.join(args.work, "nnUNet_results_runs", rid)
     shutil.rmtree(results_root, ignore_errors=True)  # an unfinished earlier attempt restarts
     run_env = dict(env, nnUNet_results=results_root)
+    subset = None
+    if uses_subset:
+        run_env["nnUNet_preprocessed"] = run_preprocessed_root(args, env, n_labeled, seed)
+        subset = write_subset(args, run_env, fraction, n_labeled, seed)
+    train_env = dict(run_env, nnUNet_n_proc_DA=str(args.n_proc_da))
+    if args.seeded:
+        train_env["nnUNet_asyco_seed"] = str(seed)
+    if args.torch_threads:
+        train_env[budget_trainers.THREADS_ENV] = str(args.torch_threads)
     logs = os.path.join(args.work, "logs", rid)
     did = str(args.dataset_id)
     say(f"[run] {rid}: {trainer}")
     train_seconds = run_cmd([find_cli("nnUNetv2_train"), did, "2d", "0", "-p", args.plans, "-tr", trainer,
-                             "-device", args.device], train_env(args, run_env),
-                            os.path.join(logs, "train.log"))
+                             "-device", args.device], train_env, os.path.join(logs, "train.log"))
     pred = os.path.join(args.work, "predictions", rid)
     shutil.rmtree(pred, ignore_errors=True)
     predict_seconds = run_cmd([find_cli("nnUNetv2_predict"), "-i", os.path.join(raw, "imagesTs"), "-o", pred,
                                "-d", did, "-c", "2d", "-f", "0", "-p", args.plans, "-tr", trainer, "-npp", "1",
                                "-nps", "1", "-device", args.device], run_env, os.path.join(logs, "predict.log"))
-    write_run_results(args, raw, rid, method, trainer, fraction, n_labeled, seed, subset, pred, results_root,
-                      train_seconds, predict_seconds)
+    files = write_run_results(args, raw, rid, method, trainer, fraction, n_labeled, seed, subset, pred, results_root,
+                              train_seconds, predict_seconds)
+    if args.commit:
+        commit_files(files, f"Benchmark v2 ({args.benchmark}): {rid}")
+    shutil.rmtree(pred, ignore_errors=True)  # scored; the work folder would otherwise grow by a test set per run
     return "done"
 
 
-def write_run_results(args, raw: str, rid: str, method: str, trainer: str, fraction: float, n_labeled: int,
-                      seed: int, subset, pred: str, results_root: str, train_seconds: float,
-                      predict_seconds: float) -> None:
-    """Score a finished run's test-set predictions and write its JSON (curves, timing) and CSV (per case, class)."""
-    uses_subset = METHODS[method][1]
+def write_run_results(args, raw: str, rid: str, method: str, trainer: str, fraction, n_labeled: int, seed: int,
+                      subset, pred: str, results_root: str, train_seconds: float, predict_seconds: float) -> list:
+    """Score a finished run and write its JSON and CSV (the CSV last: it marks the run as complete)."""
     csv_path = os.path.join(args.runs_dir, rid + ".csv")
     rows = score_run(raw, pred)
-    fold_dir = os.path.join(results_root, f"Dataset{args.dataset_id:03d}_{DATASET_NAME}",
-                            f"{trainer}__{args.plans}__2d", "fold_0")
+    fold_dir = os.path.join(results_root, dataset_folder_name(args), f"{trainer}__{args.plans}__2d", "fold_0")
     record = training_record(os.path.join(fold_dir, "checkpoint_final.pth"), budget_trainers.ITERATIONS_PER_EPOCH)
     record.update(method=method, trainer=trainer, iterations=args.iterations, fraction=fraction,
-                  n_labeled=n_labeled, seed=seed, train_seconds=train_seconds, predict_seconds=predict_seconds,
-                  labeled_cases=subset["labeled"] if (uses_subset and subset) else "all of fold 0",
-                  device=args.device,
-                  # two-branch trainers: what each branch reads (report.py picks an ablation's reference by it)
+                  n_labeled=n_labeled, seed=seed, seeded=args.seeded, train_seconds=train_seconds,
+                  predict_seconds=predict_seconds,
+                  labeled_cases=subset["labeled"] if subset else "all of fold 0", device=args.device,
+                  code=args.code_version,
+                  # two-branch trainers: what each branch reads
                   branch_views=getattr(getattr(budget_trainers, trainer, None), "branch_views", None))
-    with open(os.path.join(args.runs_dir, rid + ".json"), "w") as f:
+    json_path = os.path.join(args.runs_dir, rid + ".json")
+    with open(json_path + ".part", "w") as f:
         json.dump(record, f, indent=1)
-    tmp = csv_path + ".part"
-    with open(tmp, "w", newline="") as f:
+    os.replace(json_path + ".part", json_path)
+    with open(csv_path + ".part", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(CSV_COLUMNS)
         for case, cls, dice, hd, note in rows:
-            w.writerow((method, trainer, args.iterations, fraction, n_labeled, seed, case, cls,
-                        "" if math.isnan(dice) else f"{dice:.6f}", f"{hd:.4f}", note))
-    os.replace(tmp, csv_path)  # the CSV appears only when the run is complete
+            w.writerow((method, trainer, args.iterations, "" if fraction is None else fraction, n_labeled, seed, case,
+                        cls, "" if math.isnan(dice) else f"{dice:.6f}", f"{hd:.4f}", note))
+    os.replace(csv_path + ".part", csv_path)  # the CSV appears only when the run is complete
     stale = os.path.join(args.runs_dir, rid + ".failed.txt")
     if os.path.isfile(stale):
         os.remove(stale)
-    spi = record["seconds_per_iteration"]
-    say(f"[done] {rid}: train {train_seconds:.0f} s ({spi:.3f} s/iteration), predict {predict_seconds:.0f} s, "
-        f"mean Dice {sum(r[2] for r in rows if not math.isnan(r[2])) / max(1, sum(not math.isnan(r[2]) for r in rows)):.4f}")
+    valid = [r[2] for r in rows if not math.isnan(r[2])]
+    say(f"[done] {rid}: train {train_seconds:.0f} s ({record['seconds_per_iteration']:.3f} s/iteration), "
+        f"predict {predict_seconds:.0f} s, mean Dice {sum(valid) / max(1, len(valid)):.4f}")
+    return [json_path, csv_path]
 
 
-def run_block(args, env: dict, raw: str, block: list, seed: int) -> list:
-    """Run (method, fraction, n_labeled, subset) jobs, ``args.parallel`` at a time; return the failures."""
+_git_lock = threading.Lock()
+
+
+def commit_files(files: list, message: str, attempts: int = 20) -> None:
+    """Commit exactly ``files`` (nothing else staged is touched); retries while another git command holds the lock."""
+    repo = subprocess.run(["git", "-C", os.path.dirname(files[0]), "rev-parse", "--show-toplevel"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    with _git_lock:
+        for attempt in range(attempts):
+            add = subprocess.run(["git", "-C", repo, "add", "--", *files], capture_output=True, text=True)
+            done = add.returncode == 0 and subprocess.run(
+                ["git", "-C", repo, "commit", "-q", "-m", message, "--only", "--", *files],
+                capture_output=True, text=True).returncode == 0
+            if done:
+                return
+            time.sleep(15)
+    say(f"[warning] could not commit {files} (git busy?); they stay in the results folder")
+
+
+# ---------------------------------------------------------------------------------------
+# the protocol
+# ---------------------------------------------------------------------------------------
+def jobs(args, n_fold_train: int) -> list:
+    """(method, fraction, n_labeled, seed) in run order: budget by budget (the primary first), seed by seed."""
+    out = []
+    for i, (fraction, n_labeled) in enumerate(budgets(args, n_fold_train)):
+        for seed in args.seeds:
+            if i == 0 and "full" in args.methods:  # the upper bound once per seed, with the first budget
+                out.append(("full", 1.0, n_fold_train, seed))
+            out += [(m, fraction, n_labeled, seed) for m in args.methods if METHODS[m][1]]
+    return out
+
+
+def run_all(args, env: dict, raw: str, todo: list) -> list:
+    """Run the jobs, ``args.parallel`` at a time; return the failures [(run id, error)]."""
     def one(job):
-        method, fraction, n_labeled, subset = job
+        method, fraction, n_labeled, seed = job
         rid = run_id(method, n_labeled, seed)
         try:
-            run_one(args, env, raw, method, fraction, n_labeled, seed, subset)
+            run_one(args, env, raw, method, fraction, n_labeled, seed)
             return None
         except BenchError as e:
             error = str(e)
         except Exception:  # a bug in scoring or recording: keep the other runs going, report it with the rest
             error = "unexpected error\n" + traceback.format_exc()
         say(f"[FAILED] {rid}: {error}")
+        with open(os.path.join(args.runs_dir, rid + ".failed.txt"), "w") as f:
+            f.write(error)
         return rid, error
 
-    if args.parallel == 1:
-        outcomes = [one(job) for job in block]
-    else:  # child processes do the work; threads only wait for them
-        from concurrent.futures import ThreadPoolExecutor
-        with ThreadPoolExecutor(args.parallel) as pool:
-            outcomes = list(pool.map(one, block))
+    with ThreadPoolExecutor(args.parallel) as pool:  # child processes do the work; threads only wait for them
+        outcomes = list(pool.map(one, todo))
     return [o for o in outcomes if o is not None]
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--work", default=os.path.join("/tmp", f"asyco_quality_{os.environ.get('USER', 'bench')}"),
-                   help="work folder for nnUNet_raw/_preprocessed/_results, predictions and logs")
-    p.add_argument("--results", default=os.path.join(REPO, "benchmarks", "results"),
-                   help="results folder; per-run CSVs go to <results>/quality_runs/")
+    p.add_argument("--benchmark", choices=sorted(BENCHMARKS), default="synthetic")
+    p.add_argument("--work", default=None, help="work folder for nnU-Net folders, predictions and logs "
+                                                "(default: /tmp/asyco_quality_<benchmark>)")
+    p.add_argument("--results", default=None, help="results folder; per-run CSVs go to <results>/quality_runs/ "
+                                                   "(default: benchmarks/results/v2/<benchmark>)")
     p.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=sorted(METHODS))
-    p.add_argument("--fractions", nargs="+", type=float, default=[0.05, 0.1],
-                   help="labeled fractions of fold 0's training cases (default: 0.05 0.1)")
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="labeled-subset seeds (default: 0 1 2)")
-    p.add_argument("--iterations", type=int, default=1000, choices=budget_trainers.BUDGETS,
-                   help="training iterations of every method (default: 1000)")
-    p.add_argument("--dataset-id", type=int, default=991)
-    p.add_argument("--n-train", type=int, default=100, help="training cases (fold 0 trains on 80%%; default 100)")
-    p.add_argument("--n-test", type=int, default=20, help="held-out test cases (default: 20)")
-    p.add_argument("--n-extra-unlabeled", type=int, default=0,
-                   help="extra unlabeled scans in imagesUnlabeled, used by the semi-supervised methods on top of "
-                        "fold 0's unlabeled training cases (default: 0)")
-    p.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic dataset (default: 0)")
-    p.add_argument("--difficulty", choices=DIFFICULTIES, default="hard",
-                   help="synthetic generator setting (nnunetv2_asyco.demo.synthetic; default: hard)")
-    p.add_argument("--num-classes", type=int, default=5, choices=range(1, 8), metavar="{1..7}",
-                   help="foreground classes: organ, low-contrast inner structure, small boundary structures "
-                        "(default: 5)")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--fractions", nargs="+", type=float, help="labeled fractions of fold 0's training cases")
+    budget.add_argument("--n-labeled", nargs="+", type=int, help="numbers of labeled training cases")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2],
+                   help="seeds: each draws the labeled subset and seeds training (default: 0 1 2)")
+    p.add_argument("--unseeded", dest="seeded", action="store_false",
+                   help="nnU-Net's unseeded training (the seed then only draws the subset)")
+    p.add_argument("--iterations", type=int, default=2000, choices=budget_trainers.BUDGETS,
+                   help="training iterations of every method (default: 2000)")
+    p.add_argument("--dataset-id", type=int, default=None, help="default: 991 synthetic, 992 inia19")
+    p.add_argument("--n-train", type=int, default=100, help="synthetic: training cases (fold 0 trains on 80%%)")
+    p.add_argument("--n-test", type=int, default=200, help="synthetic: held-out test cases (default: 200)")
+    p.add_argument("--n-extra-unlabeled", type=int, default=0, help="synthetic: extra scans in imagesUnlabeled")
+    p.add_argument("--data-seed", type=int, default=0, help="synthetic: seed of the dataset (default: 0)")
+    p.add_argument("--difficulty", choices=DIFFICULTIES, default="benchmark", help="synthetic generator setting")
+    p.add_argument("--num-classes", type=int, default=5, choices=range(1, 8), metavar="{1..7}")
+    p.add_argument("--templates", default="/usr/share/mricron/templates", help="inia19: mricron-data's templates")
     p.add_argument("--patch", type=int, default=64, help="2d patch edge of the small plans (default: 64)")
     p.add_argument("--batch-size", type=int, default=4, help="batch size of the small plans (default: 4)")
     p.add_argument("--max-features", type=int, default=16, help="feature cap of the small plans (default: 16)")
     p.add_argument("--default-plans", action="store_true",
-                   help="train with nnU-Net's own 2d plans (nnUNetPlans) instead of the small CPU plans; for GPU runs")
+                   help="nnU-Net's own 2d plans (nnUNetPlans) instead of the small CPU plans; for GPU runs")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    p.add_argument("--n-proc-da", type=int, default=2, help="nnUNet_n_proc_DA for training (default: 2)")
-    p.add_argument("--torch-threads", type=int, default=None,
-                   help="torch CPU threads in training (default: nnU-Net's, the core count); 1 helps on a busy CPU")
+    p.add_argument("--n-proc-da", type=int, default=1, help="nnUNet_n_proc_DA for training (default: 1)")
+    p.add_argument("--torch-threads", type=int, default=1,
+                   help="torch CPU threads per training (default: 1; 0 keeps nnU-Net's, the core count)")
     p.add_argument("--omp-wait-policy", default="PASSIVE",
                    help="OMP_WAIT_POLICY of every child process (default: PASSIVE; '' keeps the environment's)")
-    p.add_argument("--parallel", type=int, default=1,
-                   help="training runs at once within one seed and fraction (default: 1; more for a GPU with "
-                        "spare capacity: the small networks use a fraction of it)")
-    p.add_argument("--n-proc", type=int, default=2,
-                   help="processes for nnU-Net's planning/preprocessing (-np/-npfp; default: 2)")
+    p.add_argument("--parallel", type=int, default=2, help="trainings at a time (default: 2)")
+    p.add_argument("--n-proc", type=int, default=2, help="processes for nnU-Net's planning/preprocessing")
+    p.add_argument("--commit", action="store_true", help="git-commit each run's CSV and JSON as soon as it is scored")
     p.add_argument("--setup-only", action="store_true", help="prepare dataset and plans, then stop")
     args = p.parse_args(argv)
-    if args.parallel < 1 or args.n_proc < 1:
-        p.error("--parallel and --n-proc need a positive number (1 = one at a time)")
-    args.work = os.path.abspath(args.work)
-    args.plans = DEFAULT_PLANS if args.default_plans else PLANS
-    args.runs_dir = os.path.join(os.path.abspath(args.results), "quality_runs")
+    if args.parallel < 1 or args.n_proc < 1 or args.torch_threads < 0 or args.n_proc_da < 0:
+        p.error("--parallel and --n-proc need a positive number, --torch-threads and --n-proc-da >= 0")
+    if not args.fractions and not args.n_labeled:
+        for key, value in DEFAULT_BUDGETS[args.benchmark].items():
+            setattr(args, key, value)
+    args.dataset_id = args.dataset_id or BENCHMARKS[args.benchmark].dataset_id
+    args.work = os.path.abspath(args.work or os.path.join("/tmp", f"asyco_quality_{args.benchmark}"))
+    args.results = os.path.abspath(args.results or os.path.join(REPO, "benchmarks", "results", "v2", args.benchmark))
+    args.plans = "nnUNetPlans" if args.default_plans else SMALL_PLANS
+    args.runs_dir = os.path.join(args.results, "quality_runs")
+    return args
 
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     t0 = time.time()
-    failures = []
     try:
         check_bench_dependencies()
         check_setup(args)
+        args.code_version = code_version()
         env = base_env(args)
-        raw = prepare_dataset(args, env)
+        raw = prepare_dataset(args, env, run_cmd, find_cli, args.plans, dataset_setup(args))
         if args.setup_only:
             return 0
-        n_fold_train = len(fold0_train_cases(env, args.dataset_id))
-        from nnunetv2_asyco.data.labeled_subset import budget_from_fraction
-        for seed in args.seeds:
-            for i, fraction in enumerate(args.fractions):
-                subset_methods = [m for m in args.methods if METHODS[m][1]]
-                n_labeled = budget_from_fraction(fraction, n_fold_train)
-                pending = [m for m in subset_methods
-                           if not os.path.isfile(os.path.join(args.runs_dir, run_id(m, n_labeled, seed) + ".csv"))]
-                # one subset file per dataset: every run of this block reads the same one, so the next
-                # fraction's subset is written only after the whole block has finished
-                subset = write_subset(args, env, fraction, seed) if pending else None
-                # the upper bound first (with the first block): every gap closure of this seed needs it
-                block = ([("full", 1.0, n_fold_train, None)] if i == 0 and "full" in args.methods else [])
-                block += [(m, fraction, n_labeled, subset) for m in subset_methods]
-                failures += run_block(args, env, raw, block, seed)
-    except BenchError as e:
+        todo = jobs(args, len(fold0_train_cases(env, args)))
+        failures = run_all(args, env, raw, todo)
+    except (BenchError, RuntimeError) as e:
         print(f"ERROR: {e}", file=sys.stderr)
         return 1
     print(f"Finished in {(time.time() - t0) / 60:.1f} min; {len(failures)} failed run(s).", flush=True)
-    for rid, err in failures:
-        with open(os.path.join(args.runs_dir, rid + ".failed.txt"), "w") as f:
-            f.write(err)
+    for rid, _ in failures:
         print(f"  {rid}: see {os.path.join(args.runs_dir, rid + '.failed.txt')}")
     return 1 if failures else 0
 

@@ -1,0 +1,96 @@
+"""The quality benchmark's own tools: the real-anatomy dataset builder and the paired statistics.
+
+The builder runs on a tiny stand-in for the INIA19 files (same label numbering), so CI needs no Debian package;
+the statistics are checked against scipy and against values worked out by hand.
+"""
+import json
+import math
+import os
+import sys
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from scipy import stats
+
+BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "quality")
+sys.path.insert(0, BENCH)
+import paired_stats  # noqa: E402
+import real_anatomy  # noqa: E402
+
+
+def tiny_template(folder, slices=24):
+    """A (6, slices, 10) T1 + NeuroMaps-numbered label volume: white matter everywhere, a putamen in every third
+    slice, a right-hemisphere caudate (left number + 1000) and an unrelated cortex label."""
+    t1 = np.random.default_rng(0).uniform(50, 100, (6, slices, 10)).astype(np.float32)
+    labels = np.zeros(t1.shape, np.int16)
+    labels[1:5, :, 1:4] = 55  # cerebral white matter (left)
+    labels[1:5, :, 6:9] = 1055  # cerebral white matter (right)
+    labels[2:4, ::3, 2] = 98  # putamen
+    labels[2:4, :, 7] = 1082  # caudate, right hemisphere
+    labels[0, :, :] = 1  # occipital gyrus: background for the benchmark
+    paths = []
+    for name, array in (("inia19-t1-brain.nii.gz", t1), ("inia19-NeuroMaps.nii.gz", labels)):
+        image = sitk.GetImageFromArray(array)
+        image.SetSpacing((0.5, 0.5, 0.5))
+        paths.append(os.path.join(folder, name))
+        sitk.WriteImage(image, paths[-1])
+    return paths
+
+
+def test_real_anatomy_dataset_keeps_test_slices_away_from_training_slices(tmp_path):
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    tiny_template(str(templates))
+    folder = real_anatomy.build_dataset(str(tmp_path / "raw"), 992, templates=str(templates), train_block=4,
+                                        test_block=2, gap=1)
+    dataset = json.load(open(os.path.join(folder, "dataset.json")))
+    train, test = dataset["split"]["train"], dataset["split"]["test"]
+    assert len(train) == 12 and len(test) == 6 and dataset["numTraining"] == 12
+    assert min(abs(a - b) for a in train for b in test) >= 2  # a gap of one slice at least
+    assert sorted(os.listdir(os.path.join(folder, "imagesTs"))) == [f"ts_y{s:03d}_0000.nii.gz" for s in test]
+    label_values = dataset["labels"]
+    assert list(label_values)[:3] == ["background", "white_matter", "thalamus"] and len(label_values) == 9
+    caudate = sitk.GetArrayFromImage(sitk.ReadImage(os.path.join(folder, "labelsTr", f"tr_y{train[0]:03d}.nii.gz")))
+    image = sitk.ReadImage(os.path.join(folder, "imagesTr", f"tr_y{train[0]:03d}_0000.nii.gz"))
+    assert caudate.shape == (1, 6, 10) and image.GetSpacing() == (0.5, 0.5, 999.0)
+    assert set(np.unique(caudate)) == {0, label_values["white_matter"], label_values["caudate"]} | (
+        {label_values["putamen"]} if train[0] % 3 == 0 else set())
+
+
+def test_real_anatomy_refuses_missing_package_and_reserved_atlases(tmp_path):
+    with pytest.raises(real_anatomy.RealAnatomyError, match="apt-get install mricron-data"):
+        real_anatomy.build_dataset(str(tmp_path), 992, templates=str(tmp_path / "nowhere"))
+    t1, labels = tiny_template(str(tmp_path))
+    reserved = str(tmp_path / "aal.nii.gz")
+    os.rename(labels, reserved)
+    with pytest.raises(real_anatomy.RealAnatomyError, match="reserved"):
+        real_anatomy.build_dataset(str(tmp_path / "raw"), 992, t1_path=t1, label_path=reserved)
+
+
+def test_paired_summary_matches_scipy_and_hand_values():
+    d = [0.01, 0.03, -0.005, 0.02, 0.015, 0.0]
+    s = paired_stats.paired_summary(d)
+    assert s.n == 6 and s.mean == pytest.approx(np.mean(d)) and s.sd == pytest.approx(np.std(d, ddof=1))
+    assert s.p_t == pytest.approx(stats.ttest_1samp(d, 0).pvalue)
+    half = stats.t.ppf(0.975, 5) * np.std(d, ddof=1) / math.sqrt(6)
+    assert s.ci95_t == pytest.approx((np.mean(d) - half, np.mean(d) + half))
+    assert s.ci90_t[0] > s.ci95_t[0] and s.ci90_t[1] < s.ci95_t[1]
+    assert min(d) <= s.ci95_bootstrap[0] < s.mean < s.ci95_bootstrap[1] <= max(d)
+    assert paired_stats.paired_summary(d) == s  # the bootstrap is seeded: same report every time
+
+
+def test_paired_differences_and_gap_closure_use_seeds_present_in_all_runs():
+    method, lower, upper = {0: 0.8, 1: 0.7, 2: 0.9}, {0: 0.7, 1: 0.6, 3: 0.5}, {0: 0.9, 1: 0.6005, 2: 1.0}
+    assert paired_stats.paired_differences(method, lower) == pytest.approx({0: 0.1, 1: 0.1})
+    # seed 1's gap (0.0005) is below the threshold, seed 2 has no labeled-only run
+    assert paired_stats.gap_closure(method, lower, upper, min_gap=0.005) == pytest.approx({0: 0.5})
+
+
+def test_power_and_detectable_difference_agree():
+    # a textbook value: SD 2, difference 1, 80% power, two-sided 5% -> 34 pairs
+    assert paired_stats.seeds_for_power(2.0, 1.0) == 34
+    n = 10
+    delta = paired_stats.detectable_difference(2.0, n)
+    assert paired_stats.achieved_power(2.0, delta, n) == pytest.approx(0.8, abs=1e-3)
+    assert paired_stats.achieved_power(2.0, 1.0, 34) >= 0.8 > paired_stats.achieved_power(2.0, 1.0, 33)
