@@ -93,21 +93,6 @@ def tiny_configuration():
     return pm, pm.get_configuration("cfg")
 
 
-@pytest.fixture
-def nnunet_env(tmp_path, monkeypatch):
-    """Fresh nnUNet_raw/_preprocessed/_results folders and the trainer search path; returns an env dict."""
-    folders = {k: tmp_path / k for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
-    for key, path in folders.items():
-        path.mkdir()
-        monkeypatch.setenv(key, str(path))
-    from nnunetv2_asyco.cli.trainer_dir import trainer_dir
-    monkeypatch.setenv("nnUNet_extTrainer", trainer_dir())
-    monkeypatch.setenv("nnUNet_def_n_proc", "1")
-    monkeypatch.setenv("nnUNet_compile", "false")
-    env = dict(os.environ)
-    return env
-
-
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
@@ -130,7 +115,8 @@ def nnunet_folders_env(root) -> dict:
 
 
 def training_env(env: dict) -> dict:
-    return {**env, "nnUNet_n_proc_DA": "0"}
+    """Training in the main process (no augmentation workers), seeded: a test's trainings are the same every time."""
+    return {**env, "nnUNet_n_proc_DA": "0", "nnUNet_asyco_seed": "0"}
 
 
 def plan_tiny_dataset(env: dict, dataset_id: int, dim: int, configuration: str, n_train: int, n_test: int,
