@@ -8,7 +8,7 @@ import SimpleITK as sitk
 
 from conftest import nnunet_folders_env, run_cli
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.legacy_models]
 
 LEGACY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "legacy_models")
 DATASET = "Dataset950_AsyCoSynthetic"
