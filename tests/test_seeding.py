@@ -98,21 +98,14 @@ def test_labeled_batches_are_the_same_for_every_method(dataset, monkeypatch, n_p
 
 
 @pytest.mark.integration
-def test_unseeded_training_keeps_nnunets_augmenters(dataset, monkeypatch):
-    t = trainer(dataset, monkeypatch, "nnUNetTrainerAsyCo", seed=None, n_proc_da=2)
+@pytest.mark.parametrize("seed, augmenter", [(None, NonDetMultiThreadedAugmenter), (0, MultiThreadedAugmenter)])
+def test_unseeded_training_keeps_nnunets_augmenters(dataset, monkeypatch, seed, augmenter):
+    t = trainer(dataset, monkeypatch, "nnUNetTrainerAsyCo", seed=seed, n_proc_da=2)
     t.dataloader_train, t.dataloader_val = t.get_dataloaders()
     try:
-        assert type(t.dataloader_train) is NonDetMultiThreadedAugmenter
-        assert type(t.dataloader_unlabeled) is NonDetMultiThreadedAugmenter
+        assert type(t.dataloader_train) is augmenter and type(t.dataloader_unlabeled) is augmenter
     finally:
         t.on_train_end()
-    seeded = trainer(dataset, monkeypatch, "nnUNetTrainerAsyCo", seed=0, n_proc_da=2)
-    seeded.dataloader_train, seeded.dataloader_val = seeded.get_dataloaders()
-    try:
-        assert type(seeded.dataloader_train) is MultiThreadedAugmenter
-        assert type(seeded.dataloader_unlabeled) is MultiThreadedAugmenter
-    finally:
-        seeded.on_train_end()
 
 
 @pytest.mark.parametrize("value", ["abc", "-1", "1.5", "٣"])
