@@ -96,6 +96,34 @@ class nnUNetTrainerAsyCo_representationBottleneck(nnUNetTrainerAsyCo):
     representation_layers = "decoder+bottleneck"
 
 
+class nnUNetTrainerAsyCo_representationBottleneckOnly(nnUNetTrainerAsyCo):
+    """Representation consistency on the bottleneck only: the decoders, whose features the remapped heads read,
+    are left free to differ."""
+    representation_layers = "bottleneck"
+
+
+class nnUNetTrainerAsyCo_representationWeight01(nnUNetTrainerAsyCo):
+    """Representation consistency at a tenth of its weight (0.1): 1 - cosine at weight 1 drives the cosine between
+    the branches' decoder features to ~0.98."""
+    weight_representation = 0.1
+
+
+class nnUNetTrainerAsyCo_interHeadWeight1(nnUNetTrainerAsyCo):
+    """Inter-head consistency at weight 1 instead of 10: at 10 (with remapped supervision) the heads become
+    interchangeable and the term falls to ~2e-5."""
+    weight_inter_head = 1.0
+
+
+class nnUNetTrainerAsyCo_rampupShort(nnUNetTrainerAsyCo):
+    """Consistency ramped up over the first 20% of training instead of 40%."""
+    consistency_rampup_fraction = 0.2
+
+
+class nnUNetTrainerAsyCo_rampupLong(nnUNetTrainerAsyCo):
+    """Consistency ramped up over the first 80% of training instead of 40%: supervision alone leads for longer."""
+    consistency_rampup_fraction = 0.8
+
+
 class nnUNetTrainerAsyCo_lowConsistencyWeights(nnUNetTrainerAsyCo):
     """A tenth of the default consistency weights (a_bo = a_ih = 1, a_rep = 0.1)."""
     weight_branch_output = 1.0
