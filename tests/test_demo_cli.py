@@ -27,3 +27,25 @@ def test_demo_refuses_existing_file(tmp_path):
     proc = run_cli(["nnUNetv2_asyco_demo", "--output", target], check=False, timeout=60)
     assert proc.returncode != 0 and "not a folder" in proc.stderr
     assert target.read_text() == "x"
+
+
+def test_demo_picture_shows_image_reference_and_every_method(tmp_path):
+    import numpy as np
+    import SimpleITK as sitk
+    from PIL import Image
+    from nnunetv2_asyco.demo.figure import write_comparison
+
+    def write(name, array):
+        path = str(tmp_path / name)
+        sitk.WriteImage(sitk.GetImageFromArray(array[None]), path)
+        return path
+
+    rng = np.random.default_rng(0)
+    images = [write(f"img{i}.nii.gz", rng.normal(size=(16, 16)).astype(np.float32)) for i in range(2)]
+    labels = [write(f"ref{i}.nii.gz", rng.integers(0, 4, (16, 16)).astype(np.uint8)) for i in range(2)]
+    predictions = {m: [write(f"{m}{i}.nii.gz", rng.integers(0, 4, (16, 16)).astype(np.uint8)) for i in range(2)]
+                   for m in ("a", "b", "c")}
+    png = write_comparison(str(tmp_path / "cases.png"), images, labels, predictions, num_classes=3)
+    width, height = Image.open(png).size
+    assert width > 2 * height  # five columns, two rows
+    assert not any(f.endswith(".part.png") for f in os.listdir(tmp_path))
