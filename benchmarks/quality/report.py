@@ -130,7 +130,7 @@ def compare(scores: pd.DataFrame, method: str, reference: str, n: int, column: s
 
 # ---------------------------------------------------------------------------------------------------------
 def main_table(scores: pd.DataFrame, n: int, fractions: dict) -> list:
-    lines = [f"### {n} labeled ({fractions.get(n, '')})", "",
+    lines = [f"### {n} labeled" + (f" ({fractions[n]})" if fractions.get(n) else ""), "",
              "| method | seeds | mean Dice (%) | 95% CI | mean HD95 (mm) | gap closure | 95% CI (t) | 95% CI (bootstrap) |",
              "|---|---|---|---|---|---|---|---|"]
     full = full_by_seed(scores)
