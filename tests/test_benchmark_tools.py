@@ -94,3 +94,31 @@ def test_power_and_detectable_difference_agree():
     delta = paired_stats.detectable_difference(2.0, n)
     assert paired_stats.achieved_power(2.0, delta, n) == pytest.approx(0.8, abs=1e-3)
     assert paired_stats.achieved_power(2.0, 1.0, 34) >= 0.8 > paired_stats.achieved_power(2.0, 1.0, 33)
+
+
+def write_fake_runs(folder, dice_by_method_and_seed):
+    """Per-run CSVs in run_quality.py's format: two test cases, one class, the given Dice for both."""
+    os.makedirs(folder, exist_ok=True)
+    for (method, seed), dice in dice_by_method_and_seed.items():
+        n_labeled = "all" if method == "full" else 2
+        rows = ["method,n_labeled,seed,case,class,dice,hd95"]
+        rows += [f"{method},{n_labeled},{seed},case_{c},1,{dice},1.0" for c in range(2)]
+        with open(os.path.join(folder, f"{method}__{seed}.csv"), "w") as f:
+            f.write("\n".join(rows) + "\n")
+
+
+def test_headline_uses_only_seeds_every_method_finished_and_replaces_only_its_block(tmp_path):
+    import headline
+    dice = {("labeled_only", 0): 0.80, ("labeled_only", 1): 0.70, ("labeled_only", 2): 0.10,
+            ("mean_teacher", 0): 0.80, ("mean_teacher", 1): 0.70, ("mean_teacher", 2): 0.10,
+            ("cps", 0): 0.82, ("cps", 1): 0.72, ("asyco", 0): 0.83, ("asyco", 1): 0.74,
+            ("full", 0): 0.90, ("full", 1): 0.90, ("full", 2): 0.90}
+    write_fake_runs(tmp_path / "synthetic" / "quality_runs", dice)
+    table = headline.headline(2, str(tmp_path))
+    row = table.splitlines()[-1]
+    assert "| 2 |" in row  # seed 2 lacks CPS and AsyCo, so it is left out of every column
+    assert "75.0 [" in row and "**+1.50** [" in row and "**+3.50** [" in row
+    readme = f"intro\n{headline.START}\nold\n{headline.END}\noutro\n"
+    assert headline.replace_block(readme, table) == f"intro\n{headline.START}\n{table}\n{headline.END}\noutro\n"
+    with pytest.raises(SystemExit, match="headline:start"):
+        headline.replace_block("no markers here", table)
