@@ -1,7 +1,8 @@
 #!/bin/bash
 # GPU checks in one go (issue 4's GPU rows, issue 5's CUDA run), each stage time-boxed so a short lease gets all:
 #   1. cost benchmark on CUDA (same small plans and batch as benchmarks/results/cost_cpu.md; eager, nnU-Net's AMP)
-#   2. quality benchmark with nnU-Net's default 2d plans: 5% and 10% labels, seed 0, 1000 iterations, 5 runs at once
+#   2. quality benchmark v2 (benchmarks/PROTOCOL.md) with nnU-Net's default 2d plans: 2 labeled cases, seeds 0-1,
+#      2000 iterations, 5 runs at once (QUALITY_BENCHMARK=inia19 for the real-anatomy benchmark)
 #   3. AsyCo through nnUNetv2_train with torch.compile (nnU-Net's CUDA default) and AMP, 1 epoch, then predict
 # Logs and results are packed into $OUT/gpu_results.tar.gz (default OUT=/tmp/asyco_gpu_out); work files go to $WORK.
 # Needs the package with the bench extra. On a machine without package access, put wheels in .whl/
@@ -51,12 +52,14 @@ stage() {  # stage <name> <seconds> <command...>: output to $RES/<name>.log; its
 stage cost 200 env nnUNet_compile=false $PY benchmarks/cost/run_cost.py --work "$WORK/cost" --device cuda \
     --steps 20 --patch 64 --batch 12 --max-features 256 --results "$RES"
 # five trainings at once: each small 2d network leaves most of the GPU idle (launch-bound)
-stage quality ${QUALITY_LIMIT:-480} $PY benchmarks/quality/run_quality.py --work "$WORK/quality" --results "$RES/quality" \
+stage quality ${QUALITY_LIMIT:-480} $PY benchmarks/quality/run_quality.py --benchmark ${QUALITY_BENCHMARK:-synthetic} \
+    --work "$WORK/quality" --results "$RES/quality" \
     --default-plans --device cuda --n-proc 8 --n-proc-da 2 --torch-threads 2 --parallel 5 \
-    --fractions ${QUALITY_FRACTIONS:-0.05 0.1} --seeds 0 --iterations 1000 \
+    --n-labeled ${QUALITY_N_LABELED:-2} --seeds ${QUALITY_SEEDS:-0 1} --iterations 2000 \
     --methods ${QUALITY_METHODS:-full labeled_only mean_teacher cps asyco}
 Q="$WORK/quality"
-stage compile 150 env nnUNet_compile=true nnUNet_raw=$Q/nnUNet_raw nnUNet_preprocessed=$Q/nnUNet_preprocessed \
+# the labeled subset of (2 labeled, seed 0) lives in that run's own preprocessed root (run_quality.py)
+stage compile 150 env nnUNet_compile=true nnUNet_raw=$Q/nnUNet_raw nnUNet_preprocessed=$Q/preprocessed_per_subset/n002_s0 \
     nnUNet_results=$WORK/compile_results nnUNet_n_proc_DA=8 nnUNet_extTrainer="$(nnUNetv2_asyco_trainer_dir)" \
     bash -c "nnUNetv2_train 991 2d 0 -tr nnUNetTrainerAsyCo_1epoch -device cuda && \
              mkdir -p $WORK/ts2 && cp $Q/nnUNet_raw/Dataset991_AsyCoQuality/imagesTs/test_00[01]_0000.nii.gz $WORK/ts2/ && \
