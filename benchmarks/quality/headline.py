@@ -31,6 +31,8 @@ def benchmark_rows(name: str, results: str, n_labeled: int):
     per_method = {m: by_seed(scores, m, n_labeled) for m in METHODS}
     per_method["full"] = full_by_seed(scores)
     seeds = set.intersection(*(set(v) for v in per_method.values()))
+    if not seeds:
+        return None  # no seed has every method yet
     common = {m: {s: v[s] for s in seeds} for m, v in per_method.items()}
     scores = scores[scores.seed.isin(seeds)]
     cells = []
@@ -49,7 +51,7 @@ def headline(n_labeled: int = 2, results_root: str = RESULTS) -> str:
             "|---|---|" + "---|" * (len(METHODS) + 1 + len(PRIMARY))]
     rows = [benchmark_rows(name, os.path.join(results_root, name), n_labeled) for name in BENCHMARKS
             if glob.glob(os.path.join(results_root, name, "quality_runs", "*.csv"))]
-    return "\n".join(head + rows)
+    return "\n".join(head + [r for r in rows if r])
 
 
 def replace_block(text: str, block: str) -> str:
