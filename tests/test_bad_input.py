@@ -286,10 +286,10 @@ def test_failed_ingestion_keeps_previous_ingestion(ds, unlabeled):
     write_case(ds, unlabeled, "bad_case", channels=(0, 2))
     ingest(ds, "'bad_case'", "has channels [0, 2]", f"bad_case_0001{ENDING}")
     ingested = os.path.join(ds["pre"], "nnUNetPlans_2d_unlabeled")
-    assert sorted(f for f in ds["ingested"] if f.endswith(".pkl")) == ["./unl_000.pkl", "./unl_001.pkl"]
+    assert sorted(f for f in ds["ingested"] if f.endswith(".pkl")) == ["v0001/unl_000.pkl", "v0001/unl_001.pkl"]
     assert file_hashes(ingested) == ds["ingested"]
     assert file_hashes(os.path.join(ds["pre"], "nnUNetPlans_2d")) == ds["labeled"]
-    assert not os.path.exists(ingested + ".incomplete")
+    assert sorted(os.listdir(ingested)) == ["current.json", "v0001"]  # no staging folder left
 
 
 # ---------------------------------------------------------------- labeled subset

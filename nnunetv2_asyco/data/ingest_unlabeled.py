@@ -1,21 +1,21 @@
 """Preprocess ``nnUNet_raw/DatasetXXX/imagesUnlabeled`` with the dataset's own plans.
 
 Every case is checked before anything is written (channels, file ending,
-readability, geometry of a case's channels). Output goes to a temporary
-folder that replaces ``<data_identifier>_unlabeled`` only when every case
-succeeded, so a failed run leaves earlier results and the labeled
-preprocessed data untouched.
+readability, geometry of a case's channels). Output goes to a new version in
+``<data_identifier>_unlabeled`` that becomes current (one pointer file
+replaced with os.replace, ``versioned_set``) only when every case succeeded,
+so a failed or killed run leaves the earlier set and the labeled preprocessed
+data untouched.
 """
 import gzip
 import multiprocessing
 import os
 import re
-import shutil
 from collections import defaultdict
 from typing import Dict, List
 
 import numpy as np
-from batchgenerators.utilities.file_and_folder_operations import isfile, join, load_json, maybe_mkdir_p
+from batchgenerators.utilities.file_and_folder_operations import isfile, join, load_json
 from tqdm import tqdm
 
 from nnunetv2.paths import nnUNet_preprocessed, nnUNet_raw
@@ -24,6 +24,7 @@ from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_datas
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunetv2_asyco.data.unlabeled_data import unlabeled_folder
+from nnunetv2_asyco.data.versioned_set import discard_staging, new_staging, publish
 from nnunetv2_asyco.nnunet_compat import save_unlabeled_case
 
 UNLABELED_IMAGES_FOLDER = "imagesUnlabeled"
@@ -146,25 +147,37 @@ def preprocess_unlabeled(dataset_name_or_id, configuration: str, plans_identifie
     for case, files in cases.items():
         check_case_readable_and_aligned(case, files, reader_class)
 
-    output = unlabeled_folder(base, configuration_manager.data_identifier)
-    if os.path.abspath(output) == os.path.abspath(join(base, configuration_manager.data_identifier)):
+    root = unlabeled_folder(base, configuration_manager.data_identifier)
+    if os.path.abspath(root) == os.path.abspath(join(base, configuration_manager.data_identifier)):
         raise RuntimeError("refusing to write unlabeled data into the labeled preprocessed folder")
-    staging = output + ".incomplete"
-    if os.path.isdir(staging):
-        shutil.rmtree(staging)
-    maybe_mkdir_p(staging)
     preprocessor_class = configuration_manager.preprocessor_class or DefaultPreprocessor
-    jobs = [(preprocessor_class, join(staging, case), files, plans, configuration, dataset_json)
-            for case, files in cases.items()]
-    with multiprocessing.get_context("spawn").Pool(max(1, num_processes)) as pool:
-        results = pool.imap_unordered(_star_preprocess, jobs)
-        for _ in tqdm(results, total=len(jobs), desc="Preprocessing unlabeled cases", disable=not show_progress):
-            pass
-    if os.path.isdir(output):
-        shutil.rmtree(output)
-    os.replace(staging, output)
-    return output
+    # the new set is built beside the current one and switched in only when complete (versioned_set)
+    staging = new_staging(root)
+    try:
+        jobs = [(preprocessor_class, case, join(staging, case), files, plans, configuration, dataset_json)
+                for case, files in cases.items()]
+        if num_processes <= 1:  # no pool: saves a spawned interpreter per run
+            results = map(_star_preprocess, jobs)
+            for _ in tqdm(results, total=len(jobs), desc="Preprocessing unlabeled cases", disable=not show_progress):
+                pass
+        else:
+            with multiprocessing.get_context("spawn").Pool(num_processes) as pool:
+                results = pool.imap_unordered(_star_preprocess, jobs)
+                for _ in tqdm(results, total=len(jobs), desc="Preprocessing unlabeled cases",
+                              disable=not show_progress):
+                    pass
+        return publish(staging, list(cases))
+    except BaseException:
+        discard_staging(staging)
+        raise
 
 
 def _star_preprocess(job):
-    return _preprocess_and_save(*job)
+    case = job[1]
+    try:
+        return _preprocess_and_save(job[0], *job[2:])
+    except UnlabeledDataError:
+        raise
+    except Exception as e:  # raised in a pool worker, where the traceback does not say which case it was
+        raise UnlabeledDataError(f"Unlabeled case {case!r}: nnU-Net's preprocessing failed ({type(e).__name__}: "
+                                 f"{e}). Nothing was changed; fix or remove the case's files and run again.") from None

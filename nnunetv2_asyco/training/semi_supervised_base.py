@@ -18,8 +18,7 @@ from nnunetv2.utilities.helpers import dummy_context
 
 from nnunetv2_asyco import nnunet_compat
 from nnunetv2_asyco.consistency import sigmoid_rampup
-from nnunetv2_asyco.data.unlabeled_data import (UnlabeledCases, UnlabeledDataLoader, list_preprocessed_cases,
-                                                unlabeled_folder)
+from nnunetv2_asyco.data.unlabeled_data import UnlabeledCases, UnlabeledDataLoader, ingested_unlabeled_sources
 from nnunetv2_asyco.network import unwrap
 from nnunetv2_asyco.seeding import UNLABELED_BATCHES
 from nnunetv2_asyco.training.package_trainer import PackageTrainer
@@ -81,8 +80,8 @@ class nnUNetTrainerSemiSupervised(PackageTrainer):
 
     # ---- data ------------------------------------------------------------------------------
     def unlabeled_sources(self) -> List[Tuple[str, str]]:
-        ingested = unlabeled_folder(self.preprocessed_dataset_folder_base, self.configuration_manager.data_identifier)
-        sources = [(ingested, c) for c in list_preprocessed_cases(ingested)]
+        sources = ingested_unlabeled_sources(self.preprocessed_dataset_folder_base,
+                                             self.configuration_manager.data_identifier)
         sources += [(self.preprocessed_dataset_folder, c) for c in self.unlabeled_fold_cases()]
         return sources
 
@@ -179,25 +178,17 @@ class nnUNetTrainerSemiSupervised(PackageTrainer):
         self.print_to_log_file("loss terms: " + ", ".join(
             f"{k}={self.logger.get_value(k, step=-1):.4f}" for k in self.term_log_keys()))
 
-    # ---- checkpoints: nnU-Net's dict plus our state, one atomic write -------------------------
-    def save_checkpoint(self, filename: str) -> None:
-        if self.local_rank != 0:
-            return
-        if self.disable_checkpointing:
-            self.print_to_log_file("No checkpoint written, checkpointing is disabled")
-            return
-        checkpoint = nnunet_compat.nnunet_checkpoint(self)
-        checkpoint[nnunet_compat.EXTRA_STATE_KEY] = {"skipped_steps": self.skipped_steps,
-                                                     **self.extra_checkpoint_state()}
-        nnunet_compat.atomic_torch_save(checkpoint, filename)
+    # ---- checkpoints: our state beside nnU-Net's (PackageTrainer writes them in one atomic write) -----
+    def checkpoint_entries(self) -> dict:
+        return {**super().checkpoint_entries(),
+                nnunet_compat.EXTRA_STATE_KEY: {"skipped_steps": self.skipped_steps, **self.extra_checkpoint_state()}}
 
-    def load_checkpoint(self, filename_or_checkpoint) -> None:
-        # nnUNetTrainer.load_checkpoint only works with a file name (2.8.x), so the file is read twice
-        if not isinstance(filename_or_checkpoint, str):
-            raise TypeError("load_checkpoint expects a checkpoint file path")
-        checkpoint = torch.load(filename_or_checkpoint, map_location="cpu", weights_only=False)
-        # checked before anything is loaded: a refused checkpoint leaves the trainer as it was
-        state = nnunet_compat.extra_state(checkpoint, filename_or_checkpoint, self.__class__.__name__)
-        super().load_checkpoint(filename_or_checkpoint)
+    def check_checkpoint(self, checkpoint: dict, filename: str) -> None:
+        nnunet_compat.extra_state(checkpoint, filename, self.__class__.__name__)  # our state must be there
+        super().check_checkpoint(checkpoint, filename)
+
+    def after_checkpoint_loaded(self, checkpoint: dict) -> None:
+        super().after_checkpoint_loaded(checkpoint)
+        state = checkpoint[nnunet_compat.EXTRA_STATE_KEY]
         self.skipped_steps = state.get("skipped_steps", 0)
         self.load_extra_checkpoint_state(state)
