@@ -1,4 +1,5 @@
-"""Checkpoints: one atomic write, our state required, and the labeled subset pinned to its run.
+"""Trainer state: checkpoints (one atomic write, our state required, the labeled subset pinned to its run), and
+the stop on mostly non-finite losses.
 
 Real trainers (nnU-Net's constructor and ``initialize``) on the tiny plans of
 conftest; no data is needed to build, save and load a checkpoint, so these run
@@ -101,3 +102,20 @@ def test_checkpoint_without_our_state_is_refused(folders):
     torch.save(saved, path)
     with pytest.raises(CheckpointStateError, match="no 'semi_supervised_state'.*-pretrained_weights"):
         trainer("MeanTeacher").load_checkpoint(path)
+
+
+def test_training_stops_when_too_many_steps_are_non_finite(folders):
+    t = trainer("AsyCo")
+    assert t.max_non_finite_fraction == 0.1
+    t.on_train_epoch_start()
+    before = {k: v.clone() for k, v in t.network.state_dict().items()}
+    assert t.guarded_step(torch.tensor(float("nan"))) is False  # skipped, weights unchanged
+    assert all(torch.equal(before[k], v) for k, v in t.network.state_dict().items())
+    t.stop_if_mostly_non_finite(10)  # 1 of 10 steps: at the limit, training goes on
+    t.guarded_step(torch.tensor(float("inf")))
+    with pytest.raises(RuntimeError, match=r"non-finite \(NaN/inf\) in 2 of 10 steps of epoch 0 \(limit 10%"):
+        t.stop_if_mostly_non_finite(10)
+    assert "Stopping: the loss was non-finite" in open(t.log_file).read()
+    t.on_train_epoch_start()  # the count is per epoch; the run total is kept for the checkpoint
+    t.stop_if_mostly_non_finite(10)
+    assert t.skipped_steps == 2

@@ -31,11 +31,19 @@ NO_UNLABELED_DATA_MESSAGE = (
     "  (b) a limited-label protocol on this fold: nnUNetv2_asyco_labeled_subset -d {dataset} -f {fold} -n N")
 
 
+class NonFiniteTrainingError(RuntimeError):
+    """Too many steps of a training run had a non-finite loss."""
+
+
 class nnUNetTrainerSemiSupervised(PackageTrainer):
     # ---- options shared by every semi-supervised method ------------------------------
     unlabeled_batch_ratio: float = 1.0  # unlabeled samples per labeled sample in a step
     consistency_rampup_fraction: float = 0.4  # lambda(t) reaches 1 after this fraction of training
     loss_terms: Tuple[str, ...] = ("supervised",)  # names logged per epoch as train_<term>
+    # Training stops at the end of an epoch in which more than this fraction of the steps had a non-finite loss
+    # (each such step is skipped). A healthy run has none; a few come from an odd batch, a larger share means bad
+    # data (NaN scans) or a diverged run, and a model trained on the rest would be silently wrong.
+    max_non_finite_fraction: float = 0.1
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -44,6 +52,7 @@ class nnUNetTrainerSemiSupervised(PackageTrainer):
         self.dataloader_unlabeled = None
         self.iteration_in_epoch = 0
         self.skipped_steps = 0
+        self.skipped_in_epoch = 0
         nnunet_compat.install_term_logger(self, self.term_log_keys() + ["consistency_weight"])
 
     def term_log_keys(self) -> List[str]:
@@ -130,6 +139,7 @@ class nnUNetTrainerSemiSupervised(PackageTrainer):
     def on_train_epoch_start(self):
         super().on_train_epoch_start()
         self.iteration_in_epoch = 0
+        self.skipped_in_epoch = 0
         self.logger.log("consistency_weight", self.consistency_weight(), self.current_epoch)
 
     def train_step(self, batch: dict) -> dict:
@@ -158,6 +168,7 @@ class nnUNetTrainerSemiSupervised(PackageTrainer):
         """nnU-Net's backward/clip/step, skipped (with a log line) when the loss is not finite."""
         if not torch.isfinite(total):
             self.skipped_steps += 1
+            self.skipped_in_epoch += 1
             self.optimizer.zero_grad(set_to_none=True)
             self.print_to_log_file(f"WARNING: non-finite loss ({total.item()}) in epoch {self.current_epoch}, "
                                    f"iteration {self.iteration_in_epoch}; step skipped, weights unchanged "
@@ -165,8 +176,27 @@ class nnUNetTrainerSemiSupervised(PackageTrainer):
             return False
         return nnunet_compat.backward_and_step(self, total)
 
+    def stop_if_mostly_non_finite(self, steps_in_epoch: int) -> None:
+        """Stop with a message instead of finishing a run whose loss was non-finite on many steps."""
+        skipped = self.skipped_in_epoch
+        if self.is_ddp:  # every rank must take the same decision, or the others wait forever
+            counts = torch.tensor([skipped, steps_in_epoch], dtype=torch.float64, device=self.device)
+            dist.all_reduce(counts)
+            skipped, steps_in_epoch = int(counts[0]), int(counts[1])
+        if steps_in_epoch and skipped > self.max_non_finite_fraction * steps_in_epoch:
+            message = (
+                f"Stopping: the loss was non-finite (NaN/inf) in {skipped} of {steps_in_epoch} steps of "
+                f"epoch {self.current_epoch} (limit {self.max_non_finite_fraction:.0%}, {self.skipped_steps} in the "
+                f"whole run); those steps were skipped, and a model trained on the rest is not trustworthy. Usual "
+                f"causes: scans with NaN or extreme intensities (run nnUNetv2_asyco_preprocess_unlabeled again, it "
+                f"checks them; check imagesTr with nnUNetv2_plan_and_preprocess --verify_dataset_integrity), or a "
+                f"diverged run (lower the learning rate). The last checkpoint is from before this epoch.")
+            self.print_to_log_file(message)
+            raise NonFiniteTrainingError(message)
+
     def on_train_epoch_end(self, train_outputs: List[dict]):
         super().on_train_epoch_end(train_outputs)
+        self.stop_if_mostly_non_finite(len(train_outputs))
         outputs = collate_outputs(train_outputs)
         for key in self.term_log_keys():
             values = np.asarray(outputs[key], dtype=np.float64)
