@@ -20,10 +20,10 @@ from tqdm import tqdm
 
 from nnunetv2.paths import nnUNet_preprocessed, nnUNet_raw
 from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPreprocessor
-from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
 
+from nnunetv2_asyco.data.dataset_lookup import dataset_name as lookup_dataset_name
 from nnunetv2_asyco.data.input_checks import (InputCheckError, TrainingImages, check_dimensionality, check_finite,
                                               check_geometry, check_name_clashes, check_not_a_training_case,
                                               check_one_scalar_channel, check_preprocessed_finite,
@@ -48,7 +48,8 @@ def group_channel_files(folder: str, file_ending: str, num_channels: int) -> Dic
     files = sorted(f for f in os.listdir(folder) if not f.startswith("."))
     if not files:
         raise UnlabeledDataError(f"{folder} is empty. Add unlabeled scans named CASE_0000{file_ending}.")
-    pattern = re.compile(r"^(.+)_(\d{4})" + re.escape(file_ending) + "$")
+    # [0-9], not \d: \d also matches other scripts' digits, which int() accepts but nnU-Net's own naming does not
+    pattern = re.compile(r"^(.+)_([0-9]{4})" + re.escape(file_ending) + "$")
     channels = defaultdict(dict)
     for f in files:
         m = pattern.match(f)
@@ -126,7 +127,9 @@ def _preprocess_and_save(preprocessor_class, output_truncated: str, image_files:
 def preprocess_unlabeled(dataset_name_or_id, configuration: str, plans_identifier: str = "nnUNetPlans",
                          num_processes: int = 2, show_progress: bool = True) -> str:
     """Check and preprocess all unlabeled scans of a dataset for one configuration. Returns the output folder."""
-    dataset_name = maybe_convert_to_dataset_name(dataset_name_or_id)
+    if num_processes < 1:
+        raise UnlabeledDataError(f"-np must be 1 or more, got {num_processes}.")
+    dataset_name = lookup_dataset_name(dataset_name_or_id, UnlabeledDataError)
     base = join(nnUNet_preprocessed, dataset_name)
     plans_file = join(base, plans_identifier + ".json")
     if not isfile(plans_file):
