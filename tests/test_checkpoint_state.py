@@ -119,3 +119,25 @@ def test_training_stops_when_too_many_steps_are_non_finite(folders):
     t.on_train_epoch_start()  # the count is per epoch; the run total is kept for the checkpoint
     t.stop_if_mostly_non_finite(10)
     assert t.skipped_steps == 2
+
+
+def test_interrupted_checkpoint_write_keeps_the_previous_checkpoint(folders, monkeypatch):
+    """An interruption at the switch (os.replace) of the one write leaves the previous checkpoint whole."""
+    t = trainer("AsyCo")
+    path = str(folders / "checkpoint_best.pth")
+    t.save_checkpoint(path)
+    previous = open(path, "rb").read()
+    t.skipped_steps = 5  # the next checkpoint differs
+
+    def interrupted(src, dst):
+        raise KeyboardInterrupt("killed at the switch")
+
+    real_replace = os.replace
+    monkeypatch.setattr(os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        t.save_checkpoint(path)
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert open(path, "rb").read() == previous
+    assert sorted(os.listdir(folders)) == sorted(f for f in os.listdir(folders) if not f.endswith(".tmp"))
+    saved = torch.load(path, map_location="cpu", weights_only=False)
+    assert saved[EXTRA_STATE_KEY]["skipped_steps"] == 0 and "network_weights" in saved

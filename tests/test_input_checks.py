@@ -18,7 +18,7 @@ from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPre
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 from nnunetv2_asyco.data.ingest_unlabeled import UnlabeledDataError, _star_preprocess, read_checked_case
 from nnunetv2_asyco.data.input_checks import (InputCheckError, TrainingImages, check_not_a_training_case,
-                                              check_preprocessed_finite, check_resampled_size, resampled_shape)
+                                              check_preprocessed, check_resampled_size, resampled_shape)
 
 # median shape (1, 64, 64): a 2D dataset; configuration "cfg" at 1 mm, median 32 x 32, z-score normalisation
 PLANS_2D = {**tiny_plans(), "foreground_intensity_properties_per_channel": {"0": {
@@ -61,7 +61,20 @@ def test_finite_values_that_overflow_normalisation_are_refused(tmp_path):
                                                             DATASET_JSON)
     assert not np.isfinite(out).all()  # what nnU-Net would have written
     with pytest.raises(InputCheckError, match="'huge'.*normalisation produced non-finite.*Rescale"):
-        check_preprocessed_finite("huge", out)
+        check_preprocessed("huge", out)
+
+
+def test_a_few_overflowing_voxels_flatten_the_case_and_are_refused(tmp_path):
+    """Eight voxels near 3e37 in a normal scan: nnU-Net's z-score makes every voxel 0 (finite, and useless)."""
+    data = scan()
+    data[0, 0, :8] = 3e37
+    path = write(tmp_path, "spikes_0000.nii.gz", data)
+    pm = PlansManager(PLANS_2D)
+    out, _, _ = DefaultPreprocessor(verbose=False).run_case([path], None, pm, pm.get_configuration("cfg"),
+                                                            DATASET_JSON)
+    assert np.isfinite(out).all() and np.ptp(out) == 0  # what nnU-Net would have written
+    with pytest.raises(InputCheckError, match="'spikes'.*channel 0 is constant.*after nnU-Net's normalisation"):
+        check_preprocessed("spikes", out)
 
 
 def test_2d_image_into_3d_dataset_is_refused(tmp_path):

@@ -26,7 +26,7 @@ from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
 from nnunetv2_asyco.data.dataset_lookup import dataset_name as lookup_dataset_name
 from nnunetv2_asyco.data.input_checks import (InputCheckError, TrainingImages, check_dimensionality, check_finite,
                                               check_geometry, check_name_clashes, check_not_a_training_case,
-                                              check_one_scalar_channel, check_preprocessed_finite,
+                                              check_one_scalar_channel, check_preprocessed,
                                               check_resampled_size)
 from nnunetv2_asyco.data.unlabeled_data import unlabeled_folder
 from nnunetv2_asyco.data.versioned_set import discard_staging, new_staging, publish
@@ -120,7 +120,7 @@ def _preprocess_and_save(preprocessor_class, output_truncated: str, image_files:
     preprocessor = preprocessor_class(verbose=False)
     data, seg, properties = preprocessor.run_case(image_files, None, plans_manager, configuration_manager,
                                                   dataset_json)
-    check_preprocessed_finite(os.path.basename(output_truncated), data)
+    check_preprocessed(os.path.basename(output_truncated), data)
     save_unlabeled_case(data, seg, properties, output_truncated, configuration_manager.patch_size)
 
 

@@ -135,14 +135,23 @@ def check_resampled_size(case: str, shape: Sequence[int], spacing: Sequence[floa
             f"{MAX_SIZE_FACTOR} times the dataset's median case {tuple(median)}. " + hint)
 
 
-def check_preprocessed_finite(case: str, data: np.ndarray) -> None:
-    """After nnU-Net's preprocessing: finite input can still overflow in normalisation (values near 3e37)."""
+def check_preprocessed(case: str, data: np.ndarray) -> None:
+    """After nnU-Net's preprocessing: finite input can still overflow in normalisation.
+
+    Intensities near 3e37 (a wrong rescale slope) make float32 mean/std overflow: the whole case becomes NaN, or,
+    with only a few such voxels, a constant 0. Both are refused; so is a channel that was blank to begin with.
+    """
     if not np.all(np.isfinite(data)):
         raise InputCheckError(
             f"Unlabeled case {case!r}: nnU-Net's normalisation produced non-finite values (the intensities are so "
-            f"large that mean and standard deviation overflow float32, max |value| "
-            f"{float(np.nanmax(np.abs(data[np.isfinite(data)]))) if np.isfinite(data).any() else 'n/a'} after "
-            f"normalisation). Rescale the image to a realistic intensity range and run again.")
+            f"large that mean and standard deviation overflow float32). Rescale the image to a realistic intensity "
+            f"range and run again.")
+    for c in range(data.shape[0]):
+        if data[c].size and float(np.min(data[c])) == float(np.max(data[c])):
+            raise InputCheckError(
+                f"Unlabeled case {case!r}: channel {c} is constant ({float(data[c].flat[0])}) after nnU-Net's "
+                f"normalisation: the scan is blank, or a few extreme intensities (near the float32 limit) made its "
+                f"standard deviation overflow. Remove the case or rescale its intensities and run again.")
 
 
 # ---- clashes with the labeled training cases ----------------------------------------------------
