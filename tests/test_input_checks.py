@@ -6,7 +6,6 @@ case, the file and the fix; where the check predicts nnU-Net's own result
 show the prediction is right. The same inputs go through the real console
 script in test_bad_input.py.
 """
-import os
 
 import numpy as np
 import pytest

@@ -151,7 +151,7 @@ def preprocess_unlabeled(dataset_name_or_id, configuration: str, plans_identifie
                                 num_channels)
     reader_class = plans_manager.image_reader_writer_class
     raw_folder = join(nnUNet_raw, dataset_name)
-    training_files = {c: v["images"] for c, v in
+    training_files = {str(c): v["images"] for c, v in  # str: nnU-Net returns numpy strings
                       get_filenames_of_train_images_and_targets(raw_folder, dataset_json).items()}
     check_name_clashes(list(cases), list(training_files), raw_folder)
     training = TrainingImages(training_files, reader_class)

@@ -22,6 +22,7 @@ Releases before this one wrote cases straight into ``root``; with no
 ``current.json`` that flat set is still read, and the first versioned
 ingestion removes its files after the switch.
 """
+import json
 import os
 import re
 import shutil
@@ -32,7 +33,7 @@ from nnunetv2_asyco.atomic_files import atomic_write_json, fsync_file, fsync_fol
 
 POINTER = "current.json"
 INCOMPLETE = ".incomplete"
-_VERSION = re.compile(r"^v(\d{4,})$")
+_VERSION = re.compile(r"^v([0-9]{4,})$")
 # files nnU-Net 2.x writes per preprocessed case (blosc2 in 2.6+, npz/npy before)
 _CASE_FILE = re.compile(r".*(\.b2nd|\.pkl|\.npz|\.npy)$")
 
@@ -55,7 +56,6 @@ def _versions(root: str) -> List[str]:
 
 
 def _pointer(root: str) -> Optional[dict]:
-    import json
     path = os.path.join(root, POINTER)
     if not os.path.isfile(path):
         return None
