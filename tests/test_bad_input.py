@@ -425,3 +425,26 @@ def test_fraction_gives_rounded_budget(ds):
 def test_subset_of_unpreprocessed_dataset(ds):
     expect_failure(ds, [SUBSET, "-d", UNPLANNED_ID, "-f", 0, "-n", 1], "does not exist",
                    f"nnUNetv2_plan_and_preprocess -d {ds['unplanned']}", returncode=2)
+
+
+# ---------------------------------------------------------------- interrupted ingestion (kept last: it changes the set)
+
+
+@pytest.mark.parametrize("step", ["pointer_written", "removing_old"])
+def test_ingestion_killed_during_the_swap_leaves_old_or_new_set(ds, unlabeled, step):
+    """The real command, SIGKILLed just before and just after the switch: training sees the old or the new set.
+
+    (test_ingest_swap.py kills every step of the same swap on prepared sets.)
+    """
+    from nnunetv2_asyco.data.unlabeled_data import UnlabeledCases, ingested_unlabeled_sources
+    from nnunetv2_asyco.data.versioned_set import CRASH_ENV
+    before = sorted(c for _, c in ingested_unlabeled_sources(ds["pre"], "nnUNetPlans_2d"))
+    write_case(ds, unlabeled, f"extra_{step}")
+    proc = run_cli([INGEST, "-d", DATASET_ID, "-c", "2d", "-np", 1], env={**ds["env"], CRASH_ENV: step}, check=False)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    sources = ingested_unlabeled_sources(ds["pre"], "nnUNetPlans_2d")
+    expected = before if step == "pointer_written" else sorted(set(before) | {f"extra_{step}", "unl_000", "unl_001"})
+    assert sorted(c for _, c in sources) == expected
+    cases = UnlabeledCases(sources)
+    for case in cases.identifiers:  # every case of the set loads completely
+        assert np.isfinite(np.asarray(cases.load_case(case)[0][:])).all()
