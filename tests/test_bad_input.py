@@ -286,10 +286,64 @@ def test_failed_ingestion_keeps_previous_ingestion(ds, unlabeled):
     write_case(ds, unlabeled, "bad_case", channels=(0, 2))
     ingest(ds, "'bad_case'", "has channels [0, 2]", f"bad_case_0001{ENDING}")
     ingested = os.path.join(ds["pre"], "nnUNetPlans_2d_unlabeled")
-    assert sorted(f for f in ds["ingested"] if f.endswith(".pkl")) == ["./unl_000.pkl", "./unl_001.pkl"]
+    assert sorted(f for f in ds["ingested"] if f.endswith(".pkl")) == ["v0001/unl_000.pkl", "v0001/unl_001.pkl"]
     assert file_hashes(ingested) == ds["ingested"]
     assert file_hashes(os.path.join(ds["pre"], "nnUNetPlans_2d")) == ds["labeled"]
-    assert not os.path.exists(ingested + ".incomplete")
+    assert sorted(os.listdir(ingested)) == ["current.json", "v0001"]  # no staging folder left
+
+
+# ---------------------------------------------------------------- unlabeled ingestion: what nnU-Net would get wrong
+
+
+def write_arrays(folder, case, arrays, spacing=(1.0, 1.0, 1.0), vector=False):
+    for c, array in enumerate(arrays):
+        img = sitk.GetImageFromArray(array, isVector=vector)
+        img.SetSpacing(spacing)
+        sitk.WriteImage(img, os.path.join(folder, f"{case}_{c:04d}{ENDING}"))
+
+
+def good_arrays(ds):
+    return [sitk.GetArrayFromImage(good_channel(ds, c)) for c in (0, 1)]
+
+
+def test_unlabeled_case_named_like_a_training_case(ds, unlabeled):
+    write_case(ds, unlabeled, "synth_003")
+    ingest(ds, "['synth_003'] have the name of a training case", "imagesTr", "Rename them in imagesUnlabeled")
+
+
+def test_unlabeled_copy_of_a_validation_case(ds, unlabeled):
+    twin = ds["splits"][0]["val"][0]
+    for c in (0, 1):
+        shutil.copy(os.path.join(ds["raw"], "imagesTr", f"{twin}_{c:04d}{ENDING}"),
+                    os.path.join(unlabeled, f"copy_{c:04d}{ENDING}"))
+    folds = [i for i, s in enumerate(ds["splits"]) if twin in s["val"]]
+    ingest(ds, f"'copy' has exactly the image of training case '{twin}' (a validation case of fold(s) {folds})",
+           "Remove it from imagesUnlabeled")
+
+
+def test_spacing_in_metres(ds, unlabeled):
+    write_arrays(unlabeled, "metres", good_arrays(ds), spacing=(0.001, 0.001, 1.0))
+    ingest(ds, "'metres'", "resampling would leave no voxels", "wrong unit (metres instead of mm)")
+
+
+def test_3d_scan_into_2d_dataset(ds, unlabeled):
+    write_arrays(unlabeled, "volume", [np.repeat(a, 6, axis=0) for a in good_arrays(ds)])
+    ingest(ds, "'volume'", "is a 3D image (shape (6, 128, 128))", "training images are 2D")
+
+
+def test_vector_image(ds, unlabeled):
+    write_arrays(unlabeled, "rgb", [np.stack([a[0]] * 3, axis=-1) for a in good_arrays(ds)], vector=True)
+    ingest(ds, "'rgb'", "vector image with 3 components")
+
+
+def test_intensities_that_overflow_normalisation_fail_in_the_pool_and_leave_nothing(ds, unlabeled):
+    """Finite float32 values near 3e37 pass every input check; nnU-Net's z-score in the worker pool overflows.
+
+    The error names the case, and the staging folder is gone (expect_failure compares every file).
+    """
+    write_arrays(unlabeled, "huge", [a.astype(np.float32) * np.float32(1e35) for a in good_arrays(ds)])
+    expect_failure(ds, [INGEST, "-d", DATASET_ID, "-c", "2d", "-np", 2], "'huge'",
+                   "normalisation produced non-finite", returncode=2)
 
 
 # ---------------------------------------------------------------- labeled subset
@@ -371,3 +425,26 @@ def test_fraction_gives_rounded_budget(ds):
 def test_subset_of_unpreprocessed_dataset(ds):
     expect_failure(ds, [SUBSET, "-d", UNPLANNED_ID, "-f", 0, "-n", 1], "does not exist",
                    f"nnUNetv2_plan_and_preprocess -d {ds['unplanned']}", returncode=2)
+
+
+# ---------------------------------------------------------------- interrupted ingestion (kept last: it changes the set)
+
+
+@pytest.mark.parametrize("step", ["pointer_written", "removing_old"])
+def test_ingestion_killed_during_the_swap_leaves_old_or_new_set(ds, unlabeled, step):
+    """The real command, SIGKILLed just before and just after the switch: training sees the old or the new set.
+
+    (test_ingest_swap.py kills every step of the same swap on prepared sets.)
+    """
+    from nnunetv2_asyco.data.unlabeled_data import UnlabeledCases, ingested_unlabeled_sources
+    from nnunetv2_asyco.data.versioned_set import CRASH_ENV
+    before = sorted(c for _, c in ingested_unlabeled_sources(ds["pre"], "nnUNetPlans_2d"))
+    write_case(ds, unlabeled, f"extra_{step}")
+    proc = run_cli([INGEST, "-d", DATASET_ID, "-c", "2d", "-np", 1], env={**ds["env"], CRASH_ENV: step}, check=False)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    sources = ingested_unlabeled_sources(ds["pre"], "nnUNetPlans_2d")
+    expected = before if step == "pointer_written" else sorted(set(before) | {f"extra_{step}", "unl_000", "unl_001"})
+    assert sorted(c for _, c in sources) == expected
+    cases = UnlabeledCases(sources)
+    for case in cases.identifiers:  # every case of the set loads completely
+        assert np.isfinite(np.asarray(cases.load_case(case)[0][:])).all()

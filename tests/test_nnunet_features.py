@@ -113,7 +113,7 @@ def test_two_channel_dataset_with_ignore_label(tmp_path, shared_2d_dataset):
     env, name = shared_2d_dataset(kind, tmp_path)
     ingest_and_pick_subset(env, dataset_id)
     # ingestion read both channels of every unlabeled case; the ignore label does not concern it
-    assert len(glob.glob(os.path.join(env["nnUNet_preprocessed"], name, "nnUNetPlans_2d_unlabeled", "*.pkl"))) == 2
+    assert len(glob.glob(os.path.join(env["nnUNet_preprocessed"], name, "nnUNetPlans_2d_unlabeled", "v*", "*.pkl"))) == 2
     train_all(env, dataset_id, ["nnUNetTrainerAsyCo_smoke"])
     folder = fold_dir(env, name, "nnUNetTrainerAsyCo_smoke")
     assert "Branch outputs as softmax probabilities" in training_log(folder)

@@ -12,6 +12,8 @@ import pytest
 import SimpleITK as sitk
 import torch
 
+from nnunetv2_asyco.data.versioned_set import current_folder
+
 from conftest import (SHARED_2D_DATASETS, SHARED_PLANS, run_cli, run_clis_concurrently, shrink_plans,
                       training_env)
 
@@ -74,7 +76,8 @@ def test_trainer_dir_points_at_thin_modules(pipeline):
 
 def test_ingested_unlabeled_data_sits_beside_labeled_data(pipeline):
     pre = pipeline["pre"]
-    assert sorted(os.listdir(os.path.join(pre, "nnUNetPlans_2d_unlabeled"))) == sorted(
+    ingested = current_folder(os.path.join(pre, "nnUNetPlans_2d_unlabeled"))  # the current version of the set
+    assert sorted(os.listdir(ingested)) == sorted(
         f"unl_{i:03d}{ext}" for i in range(4) for ext in (".b2nd", ".pkl", "_seg.b2nd"))
     labeled = [f for f in os.listdir(os.path.join(pre, "nnUNetPlans_2d")) if f.endswith(".pkl")]
     assert not any(f.startswith("unl_") for f in labeled)

@@ -144,3 +144,16 @@ def test_branch_b_reads_its_own_view_of_the_unlabeled_samples(dataset, monkeypat
     assert x_b is not None and x_a.shape == x_b.shape
     assert torch.equal(x_a[:n_labeled], x_b[:n_labeled])  # labeled samples: the same for both branches
     assert not torch.allclose(x_a[n_labeled:], x_b[n_labeled:], atol=0.05)
+
+
+def test_run_records_its_labeled_subset_in_debug_json_and_checkpoint(dataset, monkeypatch):
+    """The subset a run trains on is written where a resumed run (and a reader of the results) can compare it."""
+    import json
+    from nnunetv2_asyco.training.labeled_subset_split import SUBSET_KEY
+    trainer = started_trainer(dataset["env"], monkeypatch, "nnUNetTrainerAsyCo")
+    subset = dataset["subset"]
+    expected = {"labeled": subset["labeled"], "seed": subset["seed"], "n_labeled": subset["n_labeled"]}
+    assert trainer.checkpoint_entries()[SUBSET_KEY] == expected
+    with open(os.path.join(trainer.output_folder, "debug.json")) as f:
+        recorded = json.load(f)["labeled_subset_of_run"]  # nnU-Net writes attributes as str()
+    assert recorded == str(expected)

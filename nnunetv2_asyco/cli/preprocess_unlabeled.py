@@ -2,7 +2,9 @@
 import argparse
 import sys
 
-from nnunetv2_asyco.data.ingest_unlabeled import UnlabeledDataError, preprocess_unlabeled
+from nnunetv2_asyco.data.ingest_unlabeled import preprocess_unlabeled
+from nnunetv2_asyco.data.input_checks import InputCheckError
+from nnunetv2_asyco.data.versioned_set import VersionedSetError
 
 
 def main(argv=None) -> int:
@@ -19,7 +21,7 @@ def main(argv=None) -> int:
         for configuration in args.c:
             out = preprocess_unlabeled(args.d, configuration, args.p, args.np)
             print(f"Unlabeled cases for {configuration} written to {out}")
-    except UnlabeledDataError as e:
+    except (InputCheckError, VersionedSetError) as e:
         print(f"ERROR: {e}", file=sys.stderr)
         return 2
     return 0

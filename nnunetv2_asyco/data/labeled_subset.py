@@ -7,15 +7,17 @@ trained on that fold sees the same labeled cases. nnU-Net's validation split
 (``splits_final.json``) is never changed.
 """
 import os
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import numpy as np
-from batchgenerators.utilities.file_and_folder_operations import isfile, join, load_json, save_json
+from batchgenerators.utilities.file_and_folder_operations import isfile, join, load_json
 
 from nnunetv2.paths import nnUNet_preprocessed, nnUNet_raw
 from nnunetv2.utilities.crossval_split import generate_crossval_split
-from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
 from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
+
+from nnunetv2_asyco.atomic_files import atomic_write_json
+from nnunetv2_asyco.data.dataset_lookup import dataset_name as lookup_dataset_name
 
 
 class LabeledSubsetError(ValueError):
@@ -34,21 +36,22 @@ def load_labeled_subset(preprocessed_dataset_folder: str, fold) -> Optional[dict
     return load_json(path) if isfile(path) else None
 
 
-def load_or_create_splits(dataset_name: str) -> List[dict]:
-    """nnU-Net's 5-fold split, created exactly as nnUNetTrainer.do_split would if it is missing."""
+def load_or_create_splits(dataset_name: str) -> Tuple[List[dict], bool]:
+    """nnU-Net's 5-fold split, created exactly as nnUNetTrainer.do_split would if it is missing.
+
+    Returns (splits, created); a created split is written by the caller once the request is known to be valid.
+    """
     base = join(nnUNet_preprocessed, dataset_name)
     splits_file = join(base, "splits_final.json")
     if isfile(splits_file):
-        return load_json(splits_file)
+        return load_json(splits_file), False
     if not os.path.isdir(base):
         raise LabeledSubsetError(
             f"{base} does not exist. Plan and preprocess the dataset first: "
             f"nnUNetv2_plan_and_preprocess -d {dataset_name}")
     dataset_json = load_json(join(base, "dataset.json"))
     cases = get_filenames_of_train_images_and_targets(join(nnUNet_raw, dataset_name), dataset_json)
-    splits = generate_crossval_split(sorted(cases.keys()), seed=12345, n_splits=5)
-    save_json(splits, splits_file)
-    return splits
+    return generate_crossval_split(sorted(cases.keys()), seed=12345, n_splits=5), True
 
 
 def choose_labeled_cases(train_cases: List[str], n_labeled: int, seed: int) -> List[str]:
@@ -70,8 +73,10 @@ def write_labeled_subset(dataset_name_or_id, fold: int, n_labeled: Optional[int]
     """Record which training cases of ``fold`` keep their labels. Returns the record."""
     if (n_labeled is None) == (fraction is None):
         raise LabeledSubsetError("Give exactly one of -n (number of labeled cases) or --fraction.")
-    dataset_name = maybe_convert_to_dataset_name(dataset_name_or_id)
-    splits = load_or_create_splits(dataset_name)
+    if seed < 0:
+        raise LabeledSubsetError(f"--seed must be 0 or larger, got {seed}.")
+    dataset_name = lookup_dataset_name(dataset_name_or_id, LabeledSubsetError)
+    splits, splits_created = load_or_create_splits(dataset_name)
     if not 0 <= fold < len(splits):
         raise LabeledSubsetError(f"Fold {fold} does not exist: splits_final.json of {dataset_name} has "
                                  f"{len(splits)} folds (0..{len(splits) - 1}).")
@@ -102,5 +107,8 @@ def write_labeled_subset(dataset_name_or_id, fold: int, n_labeled: Optional[int]
             raise LabeledSubsetError(
                 f"{path} already records a different labeled subset ({existing.get('n_labeled')} cases, seed "
                 f"{existing.get('seed')}). Trainings of this fold may depend on it. Pass --overwrite to replace it.")
-    save_json(record, path, sort_keys=False)
+    # nothing is written before every check passed
+    if splits_created:
+        atomic_write_json(splits, join(nnUNet_preprocessed, dataset_name, "splits_final.json"))
+    atomic_write_json(record, path)
     return record

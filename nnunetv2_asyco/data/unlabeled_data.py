@@ -19,18 +19,35 @@ import numpy as np
 from batchgenerators.utilities.file_and_folder_operations import join
 
 from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
-from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
+from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class, nnUNetDatasetBlosc2
+
+from nnunetv2_asyco.data.versioned_set import current_cases, current_folder
 
 
 def unlabeled_folder(preprocessed_dataset_folder_base: str, data_identifier: str) -> str:
-    """Where ingested unlabeled scans of one configuration live: beside, never inside, the labeled data."""
+    """Where ingested unlabeled scans of one configuration live: beside, never inside, the labeled data.
+
+    The folder holds versions of the set and a pointer to the current one (``versioned_set``).
+    """
     return join(preprocessed_dataset_folder_base, data_identifier + "_unlabeled")
 
 
-def list_preprocessed_cases(folder: str) -> List[str]:
-    if not os.path.isdir(folder) or not any(f.endswith(".pkl") for f in os.listdir(folder)):
-        return []
-    return sorted(infer_dataset_class(folder).get_identifiers(folder))
+def ingested_unlabeled_sources(preprocessed_dataset_folder_base: str, data_identifier: str) -> List[Tuple[str, str]]:
+    """(folder, case) of every case of the current ingested set: one complete set, resolved once."""
+    root = unlabeled_folder(preprocessed_dataset_folder_base, data_identifier)
+    folder = current_folder(root)
+    return [] if folder is None else [(folder, c) for c in current_cases(root)]
+
+
+def dataset_class(folder: str):
+    """nnU-Net's dataset class for ``folder``, looking at case files only.
+
+    infer_dataset_class fails on any extra file ending; a flat set of an earlier release shares its folder with
+    the pointer file of the versioned layout (and its temporary file while it is replaced).
+    """
+    if any(f.endswith(".b2nd") for f in os.listdir(folder)):
+        return nnUNetDatasetBlosc2
+    return infer_dataset_class(folder)
 
 
 def strip_labels(seg) -> np.ndarray:
@@ -52,7 +69,7 @@ class UnlabeledCases:
                                  f"{folder}. Rename one of them in nnUNet_raw and preprocess again.")
             self.folder_of[identifier] = folder
         self.identifiers = sorted(self.folder_of)
-        self._datasets = {f: infer_dataset_class(f)(f, [i for i, ff in self.folder_of.items() if ff == f])
+        self._datasets = {f: dataset_class(f)(f, [i for i, ff in self.folder_of.items() if ff == f])
                           for f in set(self.folder_of.values())}
 
     def __len__(self):

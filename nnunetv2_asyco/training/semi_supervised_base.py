@@ -18,8 +18,7 @@ from nnunetv2.utilities.helpers import dummy_context
 
 from nnunetv2_asyco import nnunet_compat
 from nnunetv2_asyco.consistency import sigmoid_rampup
-from nnunetv2_asyco.data.unlabeled_data import (UnlabeledCases, UnlabeledDataLoader, list_preprocessed_cases,
-                                                unlabeled_folder)
+from nnunetv2_asyco.data.unlabeled_data import UnlabeledCases, UnlabeledDataLoader, ingested_unlabeled_sources
 from nnunetv2_asyco.network import unwrap
 from nnunetv2_asyco.seeding import UNLABELED_BATCHES
 from nnunetv2_asyco.training.package_trainer import PackageTrainer
@@ -32,11 +31,19 @@ NO_UNLABELED_DATA_MESSAGE = (
     "  (b) a limited-label protocol on this fold: nnUNetv2_asyco_labeled_subset -d {dataset} -f {fold} -n N")
 
 
+class NonFiniteTrainingError(RuntimeError):
+    """Too many steps of a training run had a non-finite loss."""
+
+
 class nnUNetTrainerSemiSupervised(PackageTrainer):
     # ---- options shared by every semi-supervised method ------------------------------
     unlabeled_batch_ratio: float = 1.0  # unlabeled samples per labeled sample in a step
     consistency_rampup_fraction: float = 0.4  # lambda(t) reaches 1 after this fraction of training
     loss_terms: Tuple[str, ...] = ("supervised",)  # names logged per epoch as train_<term>
+    # Training stops at the end of an epoch in which more than this fraction of the steps had a non-finite loss
+    # (each such step is skipped). A healthy run has none; a few come from an odd batch, a larger share means bad
+    # data (NaN scans) or a diverged run, and a model trained on the rest would be silently wrong.
+    max_non_finite_fraction: float = 0.1
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -45,6 +52,7 @@ class nnUNetTrainerSemiSupervised(PackageTrainer):
         self.dataloader_unlabeled = None
         self.iteration_in_epoch = 0
         self.skipped_steps = 0
+        self.skipped_in_epoch = 0
         nnunet_compat.install_term_logger(self, self.term_log_keys() + ["consistency_weight"])
 
     def term_log_keys(self) -> List[str]:
@@ -81,8 +89,8 @@ class nnUNetTrainerSemiSupervised(PackageTrainer):
 
     # ---- data ------------------------------------------------------------------------------
     def unlabeled_sources(self) -> List[Tuple[str, str]]:
-        ingested = unlabeled_folder(self.preprocessed_dataset_folder_base, self.configuration_manager.data_identifier)
-        sources = [(ingested, c) for c in list_preprocessed_cases(ingested)]
+        sources = ingested_unlabeled_sources(self.preprocessed_dataset_folder_base,
+                                             self.configuration_manager.data_identifier)
         sources += [(self.preprocessed_dataset_folder, c) for c in self.unlabeled_fold_cases()]
         return sources
 
@@ -131,6 +139,7 @@ class nnUNetTrainerSemiSupervised(PackageTrainer):
     def on_train_epoch_start(self):
         super().on_train_epoch_start()
         self.iteration_in_epoch = 0
+        self.skipped_in_epoch = 0
         self.logger.log("consistency_weight", self.consistency_weight(), self.current_epoch)
 
     def train_step(self, batch: dict) -> dict:
@@ -159,6 +168,7 @@ class nnUNetTrainerSemiSupervised(PackageTrainer):
         """nnU-Net's backward/clip/step, skipped (with a log line) when the loss is not finite."""
         if not torch.isfinite(total):
             self.skipped_steps += 1
+            self.skipped_in_epoch += 1
             self.optimizer.zero_grad(set_to_none=True)
             self.print_to_log_file(f"WARNING: non-finite loss ({total.item()}) in epoch {self.current_epoch}, "
                                    f"iteration {self.iteration_in_epoch}; step skipped, weights unchanged "
@@ -166,8 +176,27 @@ class nnUNetTrainerSemiSupervised(PackageTrainer):
             return False
         return nnunet_compat.backward_and_step(self, total)
 
+    def stop_if_mostly_non_finite(self, steps_in_epoch: int) -> None:
+        """Stop with a message instead of finishing a run whose loss was non-finite on many steps."""
+        skipped = self.skipped_in_epoch
+        if self.is_ddp:  # every rank must take the same decision, or the others wait forever
+            counts = torch.tensor([skipped, steps_in_epoch], dtype=torch.float64, device=self.device)
+            dist.all_reduce(counts)
+            skipped, steps_in_epoch = int(counts[0]), int(counts[1])
+        if steps_in_epoch and skipped > self.max_non_finite_fraction * steps_in_epoch:
+            message = (
+                f"Stopping: the loss was non-finite (NaN/inf) in {skipped} of {steps_in_epoch} steps of "
+                f"epoch {self.current_epoch} (limit {self.max_non_finite_fraction:.0%}, {self.skipped_steps} in the "
+                f"whole run); those steps were skipped, and a model trained on the rest is not trustworthy. Usual "
+                f"causes: scans with NaN or extreme intensities (run nnUNetv2_asyco_preprocess_unlabeled again, it "
+                f"checks them; check imagesTr with nnUNetv2_plan_and_preprocess --verify_dataset_integrity), or a "
+                f"diverged run (lower the learning rate). The last checkpoint is from before this epoch.")
+            self.print_to_log_file(message)
+            raise NonFiniteTrainingError(message)
+
     def on_train_epoch_end(self, train_outputs: List[dict]):
         super().on_train_epoch_end(train_outputs)
+        self.stop_if_mostly_non_finite(len(train_outputs))
         outputs = collate_outputs(train_outputs)
         for key in self.term_log_keys():
             values = np.asarray(outputs[key], dtype=np.float64)
@@ -179,25 +208,17 @@ class nnUNetTrainerSemiSupervised(PackageTrainer):
         self.print_to_log_file("loss terms: " + ", ".join(
             f"{k}={self.logger.get_value(k, step=-1):.4f}" for k in self.term_log_keys()))
 
-    # ---- checkpoints: nnU-Net's dict plus our state, one atomic write -------------------------
-    def save_checkpoint(self, filename: str) -> None:
-        if self.local_rank != 0:
-            return
-        if self.disable_checkpointing:
-            self.print_to_log_file("No checkpoint written, checkpointing is disabled")
-            return
-        checkpoint = nnunet_compat.nnunet_checkpoint(self)
-        checkpoint[nnunet_compat.EXTRA_STATE_KEY] = {"skipped_steps": self.skipped_steps,
-                                                     **self.extra_checkpoint_state()}
-        nnunet_compat.atomic_torch_save(checkpoint, filename)
+    # ---- checkpoints: our state beside nnU-Net's (PackageTrainer writes them in one atomic write) -----
+    def checkpoint_entries(self) -> dict:
+        return {**super().checkpoint_entries(),
+                nnunet_compat.EXTRA_STATE_KEY: {"skipped_steps": self.skipped_steps, **self.extra_checkpoint_state()}}
 
-    def load_checkpoint(self, filename_or_checkpoint) -> None:
-        # nnUNetTrainer.load_checkpoint only works with a file name (2.8.x), so the file is read twice
-        if not isinstance(filename_or_checkpoint, str):
-            raise TypeError("load_checkpoint expects a checkpoint file path")
-        checkpoint = torch.load(filename_or_checkpoint, map_location="cpu", weights_only=False)
-        # checked before anything is loaded: a refused checkpoint leaves the trainer as it was
-        state = nnunet_compat.extra_state(checkpoint, filename_or_checkpoint, self.__class__.__name__)
-        super().load_checkpoint(filename_or_checkpoint)
+    def check_checkpoint(self, checkpoint: dict, filename: str) -> None:
+        nnunet_compat.extra_state(checkpoint, filename, self.__class__.__name__)  # our state must be there
+        super().check_checkpoint(checkpoint, filename)
+
+    def after_checkpoint_loaded(self, checkpoint: dict) -> None:
+        super().after_checkpoint_loaded(checkpoint)
+        state = checkpoint[nnunet_compat.EXTRA_STATE_KEY]
         self.skipped_steps = state.get("skipped_steps", 0)
         self.load_extra_checkpoint_state(state)
