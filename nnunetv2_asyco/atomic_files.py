@@ -4,7 +4,7 @@ Temporary file in the same folder (so os.replace is a rename on one file
 system), fsync of the file, os.replace, fsync of the folder (so the rename
 itself survives a power cut). No torch import here: the ingestion kill tests
 start this module in fresh interpreters. Checkpoints go through
-``nnunet_compat.atomic_torch_save``, which follows the same steps.
+``nnunet_compat.atomic_torch_save``, which uses ``atomic_write``.
 """
 import json
 import os
@@ -28,13 +28,14 @@ def fsync_file(path: str) -> None:
         os.fsync(f.fileno())
 
 
-def atomic_write_bytes(data: bytes, path: str, before_replace=None) -> None:
-    """Write ``data`` to ``path`` atomically; ``before_replace()`` runs between the write and the switch."""
+def atomic_write(path: str, write, before_replace=None) -> None:
+    """Call ``write(binary_file)`` on a temporary file beside ``path``, then switch it in atomically;
+    ``before_replace()`` runs between the write and the switch."""
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         if before_replace is not None:
@@ -45,6 +46,11 @@ def atomic_write_bytes(data: bytes, path: str, before_replace=None) -> None:
             os.remove(tmp)
         raise
     fsync_folder(folder)
+
+
+def atomic_write_bytes(data: bytes, path: str, before_replace=None) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    atomic_write(path, lambda f: f.write(data), before_replace)
 
 
 def atomic_write_json(obj, path: str, before_replace=None, sort_keys: bool = False) -> None:

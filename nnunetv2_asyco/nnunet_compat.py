@@ -5,8 +5,6 @@ semi-supervised trainer needs reach further in. Each function below names
 the nnU-Net code it depends on (nnunetv2 2.8.x), so that a new nnU-Net
 release is checked here and nowhere else.
 """
-import os
-import tempfile
 from contextlib import contextmanager
 from typing import Callable
 
@@ -15,6 +13,8 @@ import torch
 from batchgenerators.dataloading.multi_threaded_augmenter import MultiThreadedAugmenter
 from batchgenerators.dataloading.nondet_multi_threaded_augmenter import NonDetMultiThreadedAugmenter
 from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
+
+from nnunetv2_asyco.atomic_files import atomic_write
 
 # ---- checkpoints -------------------------------------------------------------------------------------
 # nnUNetTrainer.save_checkpoint builds this dict and torch.save()s it in place; load_checkpoint,
@@ -40,29 +40,8 @@ def nnunet_checkpoint(trainer) -> dict:
 
 
 def atomic_torch_save(obj, path: str) -> None:
-    """torch.save to a temporary file in the same folder, fsync, then os.replace: ``path`` is old or new, never half."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    fsync_folder(folder)
-
-
-def fsync_folder(folder: str) -> None:
-    """Make a rename in ``folder`` durable (a crash right after os.replace must not bring back the old name)."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    """torch.save through a temporary file in the same folder: ``path`` is old or new, never half."""
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 class CheckpointStateError(RuntimeError):

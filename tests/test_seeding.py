@@ -10,7 +10,7 @@ from batchgenerators.dataloading.nondet_multi_threaded_augmenter import NonDetMu
 
 from nnunetv2_asyco.nnunet_compat import finish_augmenter
 
-from conftest import SHARED_2D_DATASETS, SHARED_PLANS, run_cli, run_clis_concurrently
+from conftest import SHARED_2D_DATASETS, SHARED_PLANS, run_cli
 
 DATASET_ID = SHARED_2D_DATASETS["one_channel"]["dataset_id"]
 
