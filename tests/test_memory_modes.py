@@ -146,3 +146,47 @@ def test_batch_dice_is_the_batch_level_term_micro_batching_changes(tiny_configur
     whole_terms, _ = micro_step_grads(network, obj, x, targets, EVERY_PATH, 2)  # the labeled rows together
     assert not torch.allclose(split_terms["supervised"], full_terms["supervised"].detach())
     torch.testing.assert_close(whole_terms["supervised"], full_terms["supervised"].detach())
+
+
+# ---- the automatic choice and the out-of-memory message (sizes injected: no GPU needed) ----------------------
+from nnunetv2_asyco.memory_choice import (MEMORY_MODE_ENV, StepMemory, choose_memory_mode,  # noqa: E402
+                                          out_of_memory_message, requested_memory_mode)
+
+GIB = 2 ** 30
+# 3d_fullres-like: 0.5 GiB of weights/gradients/momentum, 1.5 GiB of activations per sample and branch
+ESTIMATE = StepMemory(fixed_bytes=GIB // 2, per_sample_branch_bytes=3 * GIB // 2)
+
+
+def test_auto_keeps_the_default_mode_where_it_fits():
+    # batch 2 + 2 unlabeled: 0.5 + 2 * 4 * 1.5 = 12.5 GiB
+    mode, line = choose_memory_mode("auto", "cuda", ESTIMATE, step_rows=4, micro_batch_rows=1,
+                                    available_bytes=80 * GIB)
+    assert mode == "default"
+    assert "12.5 GiB" in line and MEMORY_MODE_ENV in line
+
+
+def test_auto_switches_to_micro_batches_on_a_gpu_sized_for_nnunet():
+    # nnU-Net's own step: 0.5 GiB / 3 + 2 samples * 1.5 GiB ~ 3.2 GiB; micro-batches of 1 row: 0.5 + 2 * 1.5 = 3.5
+    mode, line = choose_memory_mode("auto", "cuda", ESTIMATE, step_rows=4, micro_batch_rows=1,
+                                    available_bytes=8 * GIB)
+    assert mode == "micro_batch"
+    assert "does not fit" in line and f"{MEMORY_MODE_ENV}=default" in line and "Even" not in line
+    mode, line = choose_memory_mode("auto", "cuda", ESTIMATE, 4, 1, available_bytes=3 * GIB)
+    assert mode == "micro_batch" and "-gpu_memory_target" in line  # not even micro-batches fit: re-plan
+
+
+def test_forced_modes_and_devices_without_a_limit():
+    assert choose_memory_mode("default", "cuda", ESTIMATE, 4, 1, 1 * GIB)[0] == "default"
+    assert choose_memory_mode("micro_batch", "cpu", None, 4, 1, None)[0] == "micro_batch"
+    assert choose_memory_mode("auto", "cpu", None, 4, 1, None)[0] == "default"
+    assert requested_memory_mode("auto", {MEMORY_MODE_ENV: "micro_batch"}) == "micro_batch"
+    assert requested_memory_mode("micro_batch", {}) == "micro_batch"
+    with pytest.raises(ValueError, match=MEMORY_MODE_ENV):
+        requested_memory_mode("auto", {MEMORY_MODE_ENV: "small"})
+
+
+def test_out_of_memory_message_names_the_mode_and_the_planning_option():
+    message = out_of_memory_message("default", "nnUNetTrainerAsyCo", 1)
+    assert "'default'" in message and f"{MEMORY_MODE_ENV}=micro_batch" in message
+    assert "-gpu_memory_target" in message and "nnUNetPlannerResEnc" in message
+    assert f"{MEMORY_MODE_ENV}=micro_batch" not in out_of_memory_message("micro_batch", "nnUNetTrainerAsyCo", 1)

@@ -1,29 +1,138 @@
-"""torch.compile of the two-branch module: training path (several remap plans) and inference ensemble.
+"""torch.compile of the two-branch module: one training graph for every remap draw, and the cost of that.
 
-Run: python benchmarks/cost/check_compile.py  (CPU inductor; the same module is what nnU-Net compiles on CUDA).
-Measured on this 2-core CPU (2026-11-25): both paths compile and match eager outputs; ~57 s compile time.
-nnU-Net itself only compiles on CUDA (nnUNet_compile), where this module is compiled as self.network.
+Run: python benchmarks/cost/check_compile.py [--steps 20]  (CPU inductor; the same module is what nnU-Net compiles
+on CUDA as self.network). Too slow for CI: the tests check the draw-independence with a counting backend
+(tests/test_memory_modes.py), this script checks it with inductor.
+
+1. 20 AsyCo training steps (nnU-Net's Dice+CE, the AsyCo objective, the default remap schedule drawing a new plan
+   every step) through the inductor-compiled module: dynamo's graph and recompilation counters, compile time.
+2. For a fixed draw: the compiled step's loss and gradients equal the eager step that computes only the drawn
+   remapped heads (the training forward before issue 21).
+3. Eager step time with every remapped head computed vs only the drawn ones (interleaved, median): the cost of
+   making the graph independent of the draw.
 """
+import argparse
 import os
+import statistics
 import sys
 import time
 
 import torch
+import torch._dynamo
+from torch._dynamo.utils import counters
+
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', 'tests'))
-from conftest import tiny_plans
-from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-from nnunetv2_asyco.branches import build_branches
-from nnunetv2_asyco.network import TwoBranchNetwork, RemapPlan
-cm = PlansManager(tiny_plans()).get_configuration("cfg")
-net = TwoBranchNetwork(*build_branches(cm, 1, 3, True))
-c = torch.compile(net)
-x = torch.randn(2, 1, 32, 32)
-t = time.time()
-for plan in (RemapPlan({"AB": (0, 1), "BA": ()}), RemapPlan({"AB": (), "BA": (0, 1)}), RemapPlan({"AB": (0, 1), "BA": ()})):
-    a, b = c(x, remap_plan=plan)
-    (a.default[0].mean() + b.default[0].mean() + sum(v.mean() for v in a.remapped.values())).backward()
-ref_a, _ = net(x, remap_plan=RemapPlan({"AB": (0, 1), "BA": ()}))
-print("train path ok", torch.allclose(a.default[0], ref_a.default[0], atol=1e-4), round(time.time() - t, 1), "s")
-net.eval(); net.set_deep_supervision(False)
-with torch.no_grad():
-    print("ensemble ok", torch.allclose(c(x), net(x), atol=1e-4))
+from conftest import tiny_plans  # noqa: E402
+from nnunetv2.training.loss.compound_losses import DC_and_CE_loss  # noqa: E402
+from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper  # noqa: E402
+from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss  # noqa: E402
+from nnunetv2.utilities.plans_handling.plans_handler import PlansManager  # noqa: E402
+
+from nnunetv2_asyco.asyco_objective import AsyCoObjective  # noqa: E402
+from nnunetv2_asyco.branches import build_branches  # noqa: E402
+from nnunetv2_asyco.network import RemapPlan, TwoBranchNetwork, training_outputs  # noqa: E402
+from nnunetv2_asyco.remapping import RemapSchedule  # noqa: E402
+from nnunetv2_asyco.training.asyco import asyco_options_of, nnUNetTrainerAsyCo  # noqa: E402
+
+
+def setup(features, patch, num_classes=3):
+    cm = PlansManager(tiny_plans(patch=patch, features=features)).get_configuration("cfg")
+    torch.manual_seed(0)
+    network = TwoBranchNetwork(*build_branches(cm, 1, num_classes, True))
+    n = network.num_scales
+    weights = [1 / 2 ** i for i in range(n)]
+    weights[-1] = 0  # as nnU-Net: the coarsest output gets no weight
+    weights = [w / sum(weights) for w in weights]
+    loss = DeepSupervisionWrapper(DC_and_CE_loss({"batch_dice": True, "smooth": 1e-5, "do_bg": False, "ddp": False},
+                                                 {}, weight_ce=1, weight_dice=1, ignore_label=None,
+                                                 dice_class=MemoryEfficientSoftDiceLoss), weights)
+    objective = AsyCoObjective(loss, "softmax", asyco_options_of(nnUNetTrainerAsyCo))
+    return network, objective, n
+
+
+def batch(n_labeled, patch, n_scales, num_classes=3):
+    x = torch.randn(2 * n_labeled, 1, *patch)
+    target = torch.randint(0, num_classes, (n_labeled, 1, *patch))
+    return x, [target[..., ::2 ** s, ::2 ** s] for s in range(n_scales)]
+
+
+def step(network, objective, x, targets, n_labeled, draw, forward_plan):
+    out_a, out_b = training_outputs(network, x, None, draw, forward_plan)
+    total = objective.combine(objective.terms(out_a, out_b, targets, n_labeled), 0.5)
+    total.backward()
+    return total.detach()
+
+
+def grads(network):
+    out = {n: p.grad.clone() for n, p in network.named_parameters() if p.grad is not None}
+    network.zero_grad(set_to_none=True)
+    return out
+
+
+def compile_check(steps: int):
+    patch = (32, 32)
+    network, objective, n = setup((4, 8, 16), patch)
+    every_path = RemapPlan.every_path(n)
+    schedule = RemapSchedule("per_direction", 0.5, range(n), seed=0)
+    compiled = torch.compile(network)  # inductor, nnU-Net's call
+    torch._dynamo.reset()
+    counters.clear()
+    x, targets = batch(2, patch, n)
+    draws, times = [], []
+    for _ in range(steps):
+        draw = schedule.draw()
+        draws.append(draw)
+        start = time.perf_counter()
+        step(compiled, objective, x, targets, 2, draw, every_path)
+        network.zero_grad(set_to_none=True)
+        times.append(time.perf_counter() - start)
+    stats = dict(counters["stats"])
+    recompiles = sum(counters["recompiles"].values()) if "recompiles" in counters else 0
+    distinct = len({repr(d) for d in draws})
+    print(f"{steps} steps, {distinct} distinct remap draws: unique_graphs={stats.get('unique_graphs')}, "
+          f"recompilations={recompiles}, first step (compile) {times[0]:.1f} s, later steps median "
+          f"{statistics.median(times[1:]):.3f} s")
+
+    draw = RemapPlan({"AB": tuple(range(n)), "BA": ()})
+    loss_c = step(compiled, objective, x, targets, 2, draw, every_path)
+    grads_c = grads(network)
+    loss_e = step(network, objective, x, targets, 2, draw, None)  # eager, only the drawn heads (before issue 21)
+    grads_e = grads(network)
+    same = torch.allclose(loss_c, loss_e, rtol=1e-4, atol=1e-5) and grads_c.keys() == grads_e.keys() and all(
+        torch.allclose(grads_c[k], grads_e[k], rtol=1e-3, atol=1e-5) for k in grads_e)
+    print(f"compiled (every head, then the draw) vs eager (drawn heads only): loss and gradients equal: {same}")
+    return stats.get("unique_graphs"), recompiles, same
+
+
+def all_heads_cost(repeats: int):
+    """Eager step time: every remapped head computed vs only the drawn ones, interleaved."""
+    patch = (64, 64)
+    network, objective, n = setup((32, 64, 128, 256), patch)
+    x, targets = batch(8, patch, n)
+    every_path = RemapPlan.every_path(n)
+    half = RemapPlan({"AB": tuple(range(n)), "BA": ()})  # per_direction at p=0.5: one direction on average
+    none = RemapPlan()
+    times = {"every head (draw: AB)": [], "drawn heads only (AB)": [], "no remapped head": []}
+    for i in range(repeats + 1):
+        for name, (draw, forward_plan) in zip(times, [(half, every_path), (half, None), (none, None)]):
+            start = time.perf_counter()
+            step(network, objective, x, targets, 8, draw, forward_plan)
+            network.zero_grad(set_to_none=True)
+            if i > 0:
+                times[name].append(time.perf_counter() - start)
+    base = statistics.median(times["drawn heads only (AB)"])
+    for name, t in times.items():
+        print(f"  {name}: {statistics.median(t):.3f} s ({statistics.median(t) / base:.3f}x drawn heads only)")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--skip-compile", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(int(os.environ.get("TORCH_THREADS", "2")))
+    if not args.skip_compile:
+        compile_check(args.steps)
+    print("eager step time, 2 x (8 labeled + 8 unlabeled) 64x64, features up to 256:")
+    all_heads_cost(args.repeats)

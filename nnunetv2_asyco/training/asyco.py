@@ -14,6 +14,7 @@ from nnunetv2_asyco.asyco_objective import TERMS, AsyCoObjective, AsyCoOptions
 from nnunetv2_asyco.network import DIRECTIONS, RemapPlan
 from nnunetv2_asyco.remapping import RemapSchedule
 from nnunetv2_asyco.seeding import REMAP_DRAWS, stream_seed
+from nnunetv2_asyco.training.memory_mode import MemoryModeMixin
 from nnunetv2_asyco.training.semi_supervised_base import nnUNetTrainerSemiSupervised
 from nnunetv2_asyco.training.two_branch import TwoBranchTrainerMixin
 
@@ -24,7 +25,8 @@ def asyco_options_of(trainer_or_class, **changes) -> AsyCoOptions:
     return AsyCoOptions(**{**values, **changes})
 
 
-class nnUNetTrainerAsyCo(TwoBranchTrainerMixin, nnUNetTrainerSemiSupervised):
+class nnUNetTrainerAsyCo(MemoryModeMixin, TwoBranchTrainerMixin, nnUNetTrainerSemiSupervised):
+    # memory_mode (auto | default | micro_batch) and micro_batch_rows: MemoryModeMixin, nnunetv2_asyco.memory_choice
     # ---- decoder-head decoupling (nnunetv2_asyco.remapping) ---------------------------------------
     remap_schedule: str = "per_direction"  # which remapped paths a step uses: per_direction | per_scale | always | off
     p_remap: float = 0.5  # probability of each draw of the schedule
