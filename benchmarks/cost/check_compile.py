@@ -133,14 +133,41 @@ def all_heads_cost(repeats: int):
         print(f"  {name}: {statistics.median(t):.3f} s ({statistics.median(t) / base:.3f}x drawn heads only)")
 
 
+def all_heads_flops():
+    """Forward + backward FLOPs (torch.utils.flop_counter) of a step: every remapped head vs the drawn ones; unlike
+    time on a shared machine, the count does not depend on the load."""
+    from torch.utils.flop_counter import FlopCounterMode
+    patch = (64, 64)
+    network, objective, n = setup((32, 64, 128, 256), patch)
+    x, targets = batch(8, patch, n)
+    flops = {}
+    for name, draw, forward_plan in (("every head", RemapPlan({"AB": tuple(range(n)), "BA": ()}),
+                                      RemapPlan.every_path(n)),
+                                     ("drawn heads (AB)", RemapPlan({"AB": tuple(range(n)), "BA": ()}), None),
+                                     ("no remapped head", RemapPlan(), None)):
+        counter = FlopCounterMode(display=False)
+        with counter:
+            step(network, objective, x, targets, 8, draw, forward_plan)
+        network.zero_grad(set_to_none=True)
+        flops[name] = counter.get_total_flops()
+    base = flops["drawn heads (AB)"]
+    for name, f in flops.items():
+        print(f"  {name}: {f / 1e9:.2f} GFLOP ({f / base:.4f}x drawn heads)")
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--skip-compile", action="store_true")
     parser.add_argument("--skip-heads-cost", action="store_true")
+    parser.add_argument("--flops-only", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("TORCH_THREADS", "2")))
+    if args.flops_only:
+        print("step FLOPs, 2 x (8 labeled + 8 unlabeled) 64x64, features up to 256:")
+        all_heads_flops()
+        raise SystemExit
     if not args.skip_compile:
         compile_check(args.steps)
     if not args.skip_heads_cost:
