@@ -100,15 +100,20 @@ def compile_check(steps: int):
     results["eager"] = (step(network, objective, x, targets, 2, draw, None), grads(network))  # drawn heads only
     loss_e, grads_e = results["eager"]
     same = True
+    scale = max(float(g.abs().max()) for g in grads_e.values())
     for name in ("aot_eager", "inductor"):
         loss_c, grads_c = results[name]
-        # gradient error relative to each parameter gradient's largest entry (inductor fuses and reorders sums)
-        worst = max(float((grads_c[k] - grads_e[k]).abs().max() / grads_e[k].abs().max().clamp_min(1e-12))
-                    for k in grads_e)
-        ok = grads_c.keys() == grads_e.keys() and torch.allclose(loss_c, loss_e, rtol=1e-5) and worst < 1e-3
+        # a parameter the loss does not reach (the coarsest head: weight 0) has no gradient in eager and a zero one
+        # in a compiled backward; differences are measured against the largest gradient entry of the step, since
+        # gradients that are zero in exact arithmetic (conv biases before instance norm) are pure rounding noise
+        names = set(grads_c) | set(grads_e)
+        missing = [k for k in names if k not in grads_e and float(grads_c[k].abs().max()) > 0]
+        worst = max(float((grads_c.get(k, 0) - grads_e.get(k, 0)).abs().max()) for k in names) / scale
+        ok = not missing and torch.allclose(loss_c, loss_e, rtol=1e-5) and worst < 1e-4
         same = same and ok
         print(f"compiled ({name}; every head, then the draw) vs eager (drawn heads only): loss {loss_c.item():.6f} vs "
-              f"{loss_e.item():.6f}, largest relative gradient difference {worst:.2e}: {'equal' if ok else 'DIFFERENT'}")
+              f"{loss_e.item():.6f}, largest gradient difference {worst:.1e} of the largest gradient entry: "
+              f"{'equal' if ok else 'DIFFERENT'}")
     return stats.get("unique_graphs"), recompiles, same
 
 

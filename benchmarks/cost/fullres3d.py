@@ -160,7 +160,7 @@ def main():
     parser.add_argument("--measure", help=argparse.SUPPRESS)  # internal: child process for one trainer
     args = parser.parse_args()
     if args.dry_run:
-        args.device, args.shape, args.n_train, args.n_proc, args.steps, args.warmup = "cpu", (24, 32, 32), 3, 1, 2, 0
+        args.device, args.shape, args.n_train, args.n_proc, args.steps, args.warmup = "cpu", (24, 32, 32), 5, 1, 2, 0
 
     env = prepare(args.work, args.shape, args.n_train, args.n_proc)
     if args.measure:
