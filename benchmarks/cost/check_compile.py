@@ -9,7 +9,12 @@ on CUDA as self.network). Too slow for CI: the tests check the draw-independence
 2. For a fixed draw: the compiled step's loss and gradients equal the eager step that computes only the drawn
    remapped heads (the training forward before issue 21).
 3. Eager step time with every remapped head computed vs only the drawn ones (interleaved, median): the cost of
-   making the graph independent of the draw.
+   making the graph independent of the draw. ``--flops-only``: the same comparison in FLOPs (load-independent).
+
+Measured (2026-12-03, CPU, loaded 2-core machine): 20 steps, 4 distinct draws: unique_graphs=1, recompilations=0
+(first step with compile 53 s with a warm inductor cache, 1547 s cold under load); loss equal and gradients within
+5.9e-07 of the step's largest gradient entry (aot_eager: identical). FLOPs of a step with every remapped head vs
+the drawn ones: +0.04% (59.54 vs 59.52 GFLOP); eager step times on the loaded machine were too noisy to resolve it.
 """
 import argparse
 import os
