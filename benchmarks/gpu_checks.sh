@@ -4,6 +4,9 @@
 #   2. quality benchmark v2 (benchmarks/PROTOCOL.md) with nnU-Net's default 2d plans: 2 labeled cases, seeds 0-1,
 #      2000 iterations, 5 runs at once (QUALITY_BENCHMARK=inia19 for the real-anatomy benchmark)
 #   3. AsyCo through nnUNetv2_train with torch.compile (nnU-Net's CUDA default) and AMP, 1 epoch, then predict
+#   4. fullres3d (issue 21): 3d_fullres on nnU-Net's default plans (synthetic 3D), torch.compile + AMP: nnU-Net vs
+#      AsyCo default vs AsyCo micro-batch mode (compile time, step and peak-memory ratios, the automatic choice),
+#      then nnUNetv2_predict; about 8 minutes. Alone: STAGES=fullres3d bash benchmarks/gpu_checks.sh
 # Logs and results are packed into $OUT/gpu_results.tar.gz (default OUT=/tmp/asyco_gpu_out); work files go to $WORK.
 # Needs the package with the bench extra. On a machine without package access, put wheels in .whl/
 # (see benchmarks/README section "GPU checks") and they are installed to /tmp/site first.
@@ -15,7 +18,7 @@ mkdir -p "$OUT" "$RES"
 export PYTHONUNBUFFERED=1 nnUNet_def_n_proc=8
 trap 'tar czf "$OUT/gpu_results.tar.gz" -C "$WORK" results' EXIT
 
-STAGES=${STAGES:-cost quality compile}  # a subset reruns only those
+STAGES=${STAGES:-cost quality compile fullres3d}  # a subset reruns only those
 if [ -d .whl ] && [ ! -d /tmp/site/nnunetv2 ]; then
     python3 - <<'EOF' || exit 1
 import tarfile
@@ -66,6 +69,9 @@ stage compile 150 env nnUNet_compile=true nnUNet_raw=$Q/nnUNet_raw nnUNet_prepro
              nnUNetv2_predict -i $WORK/ts2 -o $WORK/compile_pred -d 991 -c 2d -f 0 -tr nnUNetTrainerAsyCo_1epoch \
                  -device cuda -npp 1 -nps 1 && ls $WORK/compile_pred"
 cp "$WORK"/compile_results/Dataset991_AsyCoQuality/*/fold_0/training_log_*.txt "$RES/compile_training_log.txt" 2>/dev/null
+stage fullres3d ${FULLRES3D_LIMIT:-500} $PY benchmarks/cost/fullres3d.py --work "$WORK/fullres3d" \
+    --results "$RES/fullres3d" --device cuda --n-proc 8 --steps 10
 grep -h "Epoch time\|compile\|Pseudo\|Error" "$RES/compile.log" | tail -6
 grep -h "done\|FAIL\|Error" "$RES/quality.log" | tail -6
-tail -12 "$RES/cost.log"
+tail -12 "$RES/cost.log" 2>/dev/null
+cat "$RES/fullres3d/fullres3d.md" 2>/dev/null || tail -20 "$RES/fullres3d.log" 2>/dev/null

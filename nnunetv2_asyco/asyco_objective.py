@@ -76,18 +76,24 @@ class AsyCoObjective:
 
     # ---- all terms -----------------------------------------------------------------------------
     def terms(self, out_a: BranchOutputs, out_b: BranchOutputs, target, n_labeled: int) -> Dict[str, torch.Tensor]:
+        """The unweighted terms; a micro-batch (``nnunetv2_asyco.micro_batching``) may have no labeled rows, or no
+        rows that consistency applies to: that part is then zero."""
         o = self.options
-        supervised = supervised_loss_of_both_branches(self.loss, out_a.default, out_b.default, target, n_labeled)
-        if o.supervise_remapped_paths:
+        zero = out_a.default[0].new_zeros((), dtype=torch.float32)
+        supervised = zero
+        if n_labeled > 0:
+            supervised = supervised_loss_of_both_branches(self.loss, out_a.default, out_b.default, target, n_labeled)
+        if o.supervise_remapped_paths and n_labeled > 0:
             for remapped in (out_a.remapped, out_b.remapped):
                 extra = self.supervised_remapped(remapped, target, n_labeled)
                 if extra is not None:
                     supervised = supervised + extra
 
         first = first_consistency_row(o.consistency_on_labeled, n_labeled)
+        if first >= out_a.default[0].shape[0]:
+            return {"supervised": supervised, "branch_output": zero, "inter_head": zero, "representation": zero}
         a, b = consistency_samples(out_a, first), consistency_samples(out_b, first)
         weights = self.scale_weights(len(a.default))
-        zero = supervised.new_zeros((), dtype=torch.float32)
         return {
             "supervised": supervised,
             "branch_output": branch_output_consistency(a.default, b.default, weights, self.activation,

@@ -43,6 +43,11 @@ class RemapPlan:
     def any_active(self) -> bool:
         return any(len(v) > 0 for v in self.scales.values())
 
+    @classmethod
+    def every_path(cls, num_scales: int) -> "RemapPlan":
+        """Both directions at every scale: the one plan the training forward is called with (one compiled graph)."""
+        return cls({d: tuple(range(num_scales)) for d in DIRECTIONS})
+
 
 @dataclass
 class BranchOutputs:
@@ -57,6 +62,33 @@ class BranchOutputs:
     remapped: Dict[int, torch.Tensor]
     features: List[torch.Tensor]
     bottleneck: torch.Tensor
+
+
+def select_remapped(outputs: "BranchOutputs", plan: RemapPlan, direction: str) -> "BranchOutputs":
+    """``outputs`` with only the remapped paths that ``plan`` activates for ``direction`` (the step's draw).
+
+    The training forward computes every remapped head (1x1 convolutions) at every scale, so its graph never depends
+    on the draw; the draw is applied here, outside the forward. A path that is dropped takes no part in any loss
+    term, so losses and gradients equal those of a forward that computed only the drawn paths.
+    """
+    active = plan.active(direction)
+    missing = [s for s in active if s not in outputs.remapped]
+    if missing:
+        raise ValueError(f"The remap plan asks for {direction} at scales {missing}, which the forward did not compute.")
+    return BranchOutputs(default=outputs.default, remapped={s: outputs.remapped[s] for s in active},
+                         features=outputs.features, bottleneck=outputs.bottleneck)
+
+
+def training_outputs(network: nn.Module, x_a: torch.Tensor, x_b: Optional[torch.Tensor], remap_plan: RemapPlan,
+                     forward_plan: Optional[RemapPlan] = None) -> Tuple["BranchOutputs", "BranchOutputs"]:
+    """The training forward of ``network`` (a TwoBranchNetwork, possibly DDP/compiled), then the step's draw.
+
+    ``forward_plan`` (default: ``remap_plan``) names the remapped paths the forward computes. Passing the same
+    ``forward_plan`` every step (every path the schedule may draw) gives torch.compile one graph for all draws;
+    ``select_remapped`` then keeps the drawn paths (``remap_plan``) outside the forward.
+    """
+    out_a, out_b = network(x_a, remap_plan=remap_plan if forward_plan is None else forward_plan, x_b=x_b)
+    return select_remapped(out_a, remap_plan, "AB"), select_remapped(out_b, remap_plan, "BA")
 
 
 def _run(module: nn.Module, x: torch.Tensor, checkpointed: bool) -> torch.Tensor:

@@ -67,15 +67,28 @@ GRADIENT_CLIP_NORM = 12
 
 def backward_and_step(trainer, total: torch.Tensor) -> bool:
     """Backward, clip and step exactly as nnU-Net does; False when the GradScaler skipped the step."""
+    scaled_backward(trainer, total)
+    return clip_and_step(trainer)
+
+
+def scaled_backward(trainer, loss: torch.Tensor) -> None:
+    """The backward half of nnU-Net's step (through the GradScaler on CUDA); called once per micro-batch when
+    gradients are accumulated (``nnunetv2_asyco.micro_batching``)."""
     if trainer.grad_scaler is not None:
-        trainer.grad_scaler.scale(total).backward()
+        trainer.grad_scaler.scale(loss).backward()
+    else:
+        loss.backward()
+
+
+def clip_and_step(trainer) -> bool:
+    """The rest of nnU-Net's step on the accumulated gradients; False when the GradScaler skipped the step."""
+    if trainer.grad_scaler is not None:
         trainer.grad_scaler.unscale_(trainer.optimizer)
         torch.nn.utils.clip_grad_norm_(trainer.network.parameters(), GRADIENT_CLIP_NORM)
         scale_before = trainer.grad_scaler.get_scale()
         trainer.grad_scaler.step(trainer.optimizer)
         trainer.grad_scaler.update()
         return trainer.grad_scaler.get_scale() >= scale_before  # a lowered scale means the step was skipped
-    total.backward()
     torch.nn.utils.clip_grad_norm_(trainer.network.parameters(), GRADIENT_CLIP_NORM)
     trainer.optimizer.step()
     return True

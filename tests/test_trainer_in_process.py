@@ -157,3 +157,29 @@ def test_run_records_its_labeled_subset_in_debug_json_and_checkpoint(dataset, mo
     with open(os.path.join(trainer.output_folder, "debug.json")) as f:
         recorded = json.load(f)["labeled_subset_of_run"]  # nnU-Net writes attributes as str()
     assert recorded == str(expected)
+
+
+def test_micro_batched_trainer_step_trains_and_says_its_mode(dataset, monkeypatch):
+    trainer = started_trainer(dataset["env"], monkeypatch, "nnUNetTrainerAsyCo_microBatch")
+    assert trainer.memory_mode_in_use == "micro_batch" and trainer.micro_batch_rows_in_use == trainer.batch_size // 2
+    before = {k: v.detach().clone() for k, v in trainer.network.state_dict().items()}
+    out = trainer.train_step(next(trainer.dataloader_train))
+    assert np.isfinite(out["loss"]) and trainer.skipped_steps == 0
+    assert all(np.isfinite(out[f"train_{t}"]) for t in trainer.loss_terms)
+    assert any(not torch.equal(before[k], v) for k, v in trainer.network.state_dict().items())
+    assert "AsyCo memory mode: micro_batch (requested)" in open(trainer.log_file).read()
+
+
+@pytest.mark.parametrize("trainer_name, mode", [("nnUNetTrainerAsyCo", "default"),
+                                                ("nnUNetTrainerAsyCo_microBatch", "micro_batch")])
+def test_out_of_memory_during_a_step_ends_with_the_memory_options(dataset, monkeypatch, trainer_name, mode):
+    trainer = started_trainer(dataset["env"], monkeypatch, trainer_name)
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(trainer.network, "forward", out_of_memory)
+    with pytest.raises(torch.OutOfMemoryError) as error:
+        trainer.train_step(next(trainer.dataloader_train))
+    assert f"memory mode '{mode}'" in str(error.value) and "-gpu_memory_target" in str(error.value)
+    assert "Tried to allocate" in str(error.value.__cause__)  # the CUDA message is kept as the cause

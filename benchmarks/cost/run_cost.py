@@ -30,7 +30,7 @@ DATASET_ID = 951
 PLANS = "nnUNetPlansCost"
 BASELINE = "nnUNetTrainerLabeledOnly"
 METHODS = [BASELINE, "nnUNetTrainerMeanTeacher", "nnUNetTrainerCPS", "nnUNetTrainerAsyCo",
-           "nnUNetTrainerAsyCo_halfUnlabeled", "nnUNetTrainerAsyCo_lowMemory"]
+           "nnUNetTrainerAsyCo_halfUnlabeled", "nnUNetTrainerAsyCo_lowMemory", "nnUNetTrainerAsyCo_microBatch"]
 
 
 def rss_mb() -> float:
@@ -125,6 +125,16 @@ def measure(method: str, device_name: str, warmup: int, steps: int) -> dict:
             "batch": trainer.batch_size}
 
 
+def median_row(runs: list) -> dict:
+    """One method's row from its rounds: the median of each measured number."""
+    import numpy as np
+    row = dict(runs[0])
+    for key in ("step_s", "memory_mb", "inference_s"):
+        row[key] = float(np.median([r[key] for r in runs]))
+    row["rounds"] = len(runs)
+    return row
+
+
 def write_report(rows: list, device: str, args) -> str:
     base = next(r for r in rows if r["method"] == BASELINE)
     gpu = ""
@@ -136,6 +146,7 @@ def write_report(rows: list, device: str, args) -> str:
              f"`python benchmarks/cost/run_cost.py --device {device} --steps {args.steps} --patch {args.patch} "
              f"--batch {args.batch} --max-features {args.max_features}"
              + (f" --methods {' '.join(args.methods)}" if list(args.methods) != METHODS else "")
+             + (f" --rounds {args.rounds}" if args.rounds > 1 else "")
              + (f" --tag {args.tag}" if args.tag else "") + "`", "", gpu +
              f"2D synthetic data, plans `{PLANS}`: patch {args.patch}x{args.patch}, batch {args.batch}, features up "
              f"to {args.max_features}; median of {args.steps} steps after {args.warmup} warm-up steps; memory = "
@@ -163,6 +174,9 @@ def main():
     parser.add_argument("--batch", type=int, default=12)
     parser.add_argument("--max-features", type=int, default=256)
     parser.add_argument("--methods", nargs="+", default=METHODS)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="measure every method this many times, alternating (A B C A B C), and report medians: "
+                             "on a shared machine the methods then see the same load")
     parser.add_argument("--tag", default="", help="results go to cost_<device>[_<tag>].md/.json")
     parser.add_argument("--results", default=RESULTS, help="results folder (default: benchmarks/results)")
     parser.add_argument("--measure", help=argparse.SUPPRESS)  # internal: child process mode
@@ -173,8 +187,8 @@ def main():
         print("RESULT " + json.dumps(measure(args.measure, args.device, args.warmup, args.steps)))
         return
     env.update(nnUNet_n_proc_DA="0", nnUNet_compile="false" if args.device == "cpu" else env.get("nnUNet_compile", "true"))
-    rows = []
-    for method in args.methods:
+    runs = {m: [] for m in args.methods}
+    for method in [m for _ in range(args.rounds) for m in args.methods]:
         proc = subprocess.run([sys.executable, __file__, "--work", args.work, "--device", args.device, "--steps",
                                str(args.steps), "--warmup", str(args.warmup), "--patch", str(args.patch), "--batch",
                                str(args.batch), "--max-features", str(args.max_features), "--measure", method],
@@ -183,8 +197,9 @@ def main():
         if proc.returncode != 0 or not result:
             print(proc.stdout[-3000:], proc.stderr[-3000:])
             raise SystemExit(f"measuring {method} failed")
-        rows.append(json.loads(result[0][len("RESULT "):]))
-        print(rows[-1], flush=True)
+        runs[method].append(json.loads(result[0][len("RESULT "):]))
+        print(runs[method][-1], flush=True)
+    rows = [median_row(r) for r in runs.values()]
     os.makedirs(args.results, exist_ok=True)
     report = write_report(rows, args.device, args)
     name = f"cost_{args.device}" + (f"_{args.tag}" if args.tag else "")

@@ -11,9 +11,10 @@ from typing import Dict
 import torch
 
 from nnunetv2_asyco.asyco_objective import TERMS, AsyCoObjective, AsyCoOptions
-from nnunetv2_asyco.network import RemapPlan
+from nnunetv2_asyco.network import DIRECTIONS, RemapPlan
 from nnunetv2_asyco.remapping import RemapSchedule
 from nnunetv2_asyco.seeding import REMAP_DRAWS, stream_seed
+from nnunetv2_asyco.training.memory_mode import MemoryModeMixin
 from nnunetv2_asyco.training.semi_supervised_base import nnUNetTrainerSemiSupervised
 from nnunetv2_asyco.training.two_branch import TwoBranchTrainerMixin
 
@@ -24,7 +25,8 @@ def asyco_options_of(trainer_or_class, **changes) -> AsyCoOptions:
     return AsyCoOptions(**{**values, **changes})
 
 
-class nnUNetTrainerAsyCo(TwoBranchTrainerMixin, nnUNetTrainerSemiSupervised):
+class nnUNetTrainerAsyCo(MemoryModeMixin, TwoBranchTrainerMixin, nnUNetTrainerSemiSupervised):
+    # memory_mode (auto | default | micro_batch) and micro_batch_rows: MemoryModeMixin, nnunetv2_asyco.memory_choice
     # ---- decoder-head decoupling (nnunetv2_asyco.remapping) ---------------------------------------
     remap_schedule: str = "per_direction"  # which remapped paths a step uses: per_direction | per_scale | always | off
     p_remap: float = 0.5  # probability of each draw of the schedule
@@ -52,12 +54,17 @@ class nnUNetTrainerAsyCo(TwoBranchTrainerMixin, nnUNetTrainerSemiSupervised):
         self.asyco_options()  # validate the options now, not after data loading started
         self.remap_scheduler = None  # -> initialize (needs the number of scales)
         self.objective = None  # -> initialize (needs nnU-Net's loss)
+        self.forward_remap_plan = None  # -> initialize
 
     def initialize(self):
         super().initialize()  # TwoBranchTrainerMixin: network built, output activation and memory mode set
         network = self.unwrapped_network()
         scales = range(network.num_scales) if self.enable_deep_supervision else (0,)
         self.remap_scheduler = RemapSchedule(self.remap_schedule, self.p_remap, scales, seed=self.remap_seed())
+        # the forward computes every path the schedule can draw, every step: one graph for torch.compile (the
+        # remapped heads are 1x1 convolutions); the draw only selects among them (TwoBranchTrainerMixin)
+        self.forward_remap_plan = RemapPlan({d: () if self.remap_schedule == "off" else tuple(scales)
+                                             for d in DIRECTIONS})
         self.objective = AsyCoObjective(self.loss, self.activation, self.asyco_options())
 
     def remap_seed(self) -> int:
@@ -72,7 +79,7 @@ class nnUNetTrainerAsyCo(TwoBranchTrainerMixin, nnUNetTrainerSemiSupervised):
 
     def compute_loss_terms(self, data, target, unlabeled) -> Dict[str, torch.Tensor]:
         plan: RemapPlan = self.remap_scheduler.draw()
-        out_a, out_b = self.branch_outputs(data, unlabeled, plan)
+        out_a, out_b = self.branch_outputs(data, unlabeled, plan, self.forward_remap_plan)
         return self.objective.terms(out_a, out_b, target, n_labeled=data.shape[0])
 
     def combine_loss_terms(self, terms: Dict[str, torch.Tensor]) -> torch.Tensor:

@@ -143,19 +143,28 @@ class nnUNetTrainerSemiSupervised(PackageTrainer):
         self.logger.log("consistency_weight", self.consistency_weight(), self.current_epoch)
 
     def train_step(self, batch: dict) -> dict:
+        data, target, unlabeled = self.step_inputs(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        with self.forward_context():
+            terms = self.compute_loss_terms(data, target, unlabeled)
+        # consistency terms are float32 already; the sum is formed outside autocast
+        total = self.combine_loss_terms({k: v.float() for k, v in terms.items()})
+        return self.finish_step(self.guarded_step(total), total, terms)
+
+    def step_inputs(self, batch: dict):
+        """The labeled data and target of nnU-Net's batch and an unlabeled batch, on the device."""
         data = batch["data"].to(self.device, non_blocking=True)
         target = batch["target"]
         target = [t.to(self.device, non_blocking=True) for t in target] if isinstance(target, list) \
             else target.to(self.device, non_blocking=True)
         unlabeled = next(self.dataloader_unlabeled)["data"].to(self.device, non_blocking=True)
+        return data, target, unlabeled
 
-        self.optimizer.zero_grad(set_to_none=True)
-        with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
-            terms = self.compute_loss_terms(data, target, unlabeled)
-        # consistency terms are float32 already; the sum is formed outside autocast
-        total = self.combine_loss_terms({k: v.float() for k, v in terms.items()})
+    def forward_context(self):
+        """nnU-Net's mixed precision: autocast on CUDA."""
+        return autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context()
 
-        step_taken = self.guarded_step(total)
+    def finish_step(self, step_taken: bool, total: torch.Tensor, terms: Dict[str, torch.Tensor]) -> dict:
         if step_taken:
             self.after_optimizer_step()
         self.iteration_in_epoch += 1
@@ -167,14 +176,17 @@ class nnUNetTrainerSemiSupervised(PackageTrainer):
     def guarded_step(self, total: torch.Tensor) -> bool:
         """nnU-Net's backward/clip/step, skipped (with a log line) when the loss is not finite."""
         if not torch.isfinite(total):
-            self.skipped_steps += 1
-            self.skipped_in_epoch += 1
-            self.optimizer.zero_grad(set_to_none=True)
-            self.print_to_log_file(f"WARNING: non-finite loss ({total.item()}) in epoch {self.current_epoch}, "
-                                   f"iteration {self.iteration_in_epoch}; step skipped, weights unchanged "
-                                   f"({self.skipped_steps} skipped so far).")
-            return False
+            return self.skip_step(total)
         return nnunet_compat.backward_and_step(self, total)
+
+    def skip_step(self, total: torch.Tensor) -> bool:
+        self.skipped_steps += 1
+        self.skipped_in_epoch += 1
+        self.optimizer.zero_grad(set_to_none=True)
+        self.print_to_log_file(f"WARNING: non-finite loss ({total.item()}) in epoch {self.current_epoch}, "
+                               f"iteration {self.iteration_in_epoch}; step skipped, weights unchanged "
+                               f"({self.skipped_steps} skipped so far).")
+        return False
 
     def stop_if_mostly_non_finite(self, steps_in_epoch: int) -> None:
         """Stop with a message instead of finishing a run whose loss was non-finite on many steps."""

@@ -27,7 +27,7 @@ trainer: the output ``activation`` (softmax for labels, sigmoid for nnU-Net
 regions), the per-scale consistency weights and nnU-Net's supervised loss on a
 list of logits (``nnunetv2_asyco.shared_losses``).
 """
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 
@@ -35,7 +35,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
 from nnunetv2_asyco.branch_views import branch_inputs, view_perturbation
 from nnunetv2_asyco.branches import build_branches
-from nnunetv2_asyco.network import BranchOutputs, RemapPlan, TwoBranchNetwork
+from nnunetv2_asyco.network import BranchOutputs, RemapPlan, TwoBranchNetwork, training_outputs
 from nnunetv2_asyco.pretrained import install_pretrained_weights_hook
 from nnunetv2_asyco.shared_losses import consistency_scale_weights, supervised_loss
 
@@ -83,11 +83,15 @@ class TwoBranchTrainerMixin(OutputLossesMixin):
                                             enable_deep_supervision, cls.branch_b_encoder)
         return TwoBranchNetwork(branch_a, branch_b)
 
-    def branch_outputs(self, data: torch.Tensor, unlabeled: torch.Tensor,
-                       remap_plan: RemapPlan) -> Tuple[BranchOutputs, BranchOutputs]:
-        """Both branches' training outputs on [labeled; unlabeled], each branch on its view (``branch_views``)."""
+    def branch_outputs(self, data: torch.Tensor, unlabeled: torch.Tensor, remap_plan: RemapPlan,
+                       forward_plan: Optional[RemapPlan] = None) -> Tuple[BranchOutputs, BranchOutputs]:
+        """Both branches' training outputs on [labeled; unlabeled], each branch on its view (``branch_views``).
+
+        ``forward_plan``: the remapped paths the forward computes, ``remap_plan``: the step's draw among them
+        (``nnunetv2_asyco.network.training_outputs``).
+        """
         x_a, x_b, mix = branch_inputs(data, unlabeled, self.view_perturbation)
-        out_a, out_b = self.network(x_a, remap_plan=remap_plan, x_b=x_b)
+        out_a, out_b = training_outputs(self.network, x_a, x_b, remap_plan, forward_plan)
         return (out_a, out_b) if mix is None else mix.align(out_a, out_b)
 
     def initialize(self):
