@@ -21,6 +21,7 @@ import math
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List
 
 import numpy as np
@@ -85,8 +86,22 @@ def run_qa(run, measure: str, images: str, out: str, args) -> None:
            "-d", dataset, "-tr", trainer, "-p", plans, "-c", config, "-f", args.fold, "-chk", args.chk,
            "-device", args.device, "-npp", "1", "-nps", "1", "--measure", measure, "--png_top", "3",
            "--disable_progress_bar"]
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out + ".log", "w") as log:
         subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, check=True)
+
+
+def case_subset(images: str, folder: str, n: int, seed: int = 0) -> str:
+    """A folder of symbolic links to a seeded random subset of n cases (all channels) of ``images``."""
+    files = sorted(os.listdir(images))
+    cases = sorted({f.rsplit("_", 1)[0] for f in files})
+    chosen = set(np.random.default_rng(seed).choice(cases, min(n, len(cases)), replace=False))
+    os.makedirs(folder, exist_ok=True)
+    for f in files:
+        link = os.path.join(folder, f)
+        if f.rsplit("_", 1)[0] in chosen and not os.path.lexists(link):
+            os.symlink(os.path.join(os.path.abspath(images), f), link)
+    return folder
 
 
 def collect(out: str, labels_dir: str, ending: str, labels: List[int]):
@@ -177,17 +192,23 @@ def main(argv=None):
     p.add_argument("--device", default="cpu")
     p.add_argument("--bootstrap", type=int, default=1000)
     p.add_argument("--reuse", action="store_true", help="reuse prediction folders that already hold a qa.csv")
+    p.add_argument("--max_cases", type=int, default=0,
+                   help="evaluate a seeded random subset of this many test cases (0: all); for slow machines")
     args = p.parse_args(argv)
+    if args.max_cases:
+        args.images = case_subset(args.images, os.path.join(args.work, "images_subset"), args.max_cases)
 
     per_run, n_cases = [], 0
     for i, run in enumerate(args.run):
         ds_json = json.load(open(os.path.join(args.labels, "..", "dataset.json")))
         labels = sorted(v for v in ds_json["labels"].values() if isinstance(v, int) and v > 0)
         scores, dice, cases = {}, None, None
+        outs = {m: os.path.join(args.work, f"run{i}_{m}") for m in args.measures}
+        todo = [m for m in args.measures if not (args.reuse and os.path.isfile(os.path.join(outs[m], "qa.csv")))]
+        with ThreadPoolExecutor(len(todo) or 1) as pool:  # the measures of one run side by side
+            list(pool.map(lambda m: run_qa(run, m, args.images, outs[m], args), todo))
         for m in args.measures:
-            out = os.path.join(args.work, f"run{i}_{m}")
-            if not (args.reuse and os.path.isfile(os.path.join(out, "qa.csv"))):
-                run_qa(run, m, args.images, out, args)
+            out = outs[m]
             cases_m, scores[m], dice_m = collect(out, args.labels, ds_json["file_ending"], labels)
             if cases is not None:
                 assert cases_m == cases and np.array_equal(dice_m, dice), "measures disagree on the segmentation"
