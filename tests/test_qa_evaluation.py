@@ -32,9 +32,12 @@ def test_worst_fraction_and_statistics():
 def test_bootstrap_interval_contains_point_and_pairs_measures():
     rng = np.random.default_rng(1)
     dice = rng.uniform(0.3, 1.0, 50)
-    per_run = [({"branches": 1 - dice + rng.normal(0, 0.05, 50), "tta": rng.random(50)}, dice)]
+    per_run = [({"branches: case_score": 1 - dice + rng.normal(0, 0.05, 50), "tta: case_score": rng.random(50),
+                 "branches: one_minus_dice_ab": rng.random(50)}, dice)]
     table = qa_evaluation.bootstrap(per_run, 200)
-    for key in ("branches", "tta", "branches - tta"):
+    diff = "branches: case_score - tta: case_score"
+    assert set(table) == {"branches: case_score", "tta: case_score", "branches: one_minus_dice_ab", diff}
+    for key in table:
         point, lo, hi = table[key]["auroc_worst20"]
         assert lo <= point <= hi
-    assert table["branches"]["spearman"][0] > 0.8 and table["branches - tta"]["spearman"][1] > 0
+    assert table["branches: case_score"]["spearman"][0] > 0.8 and table[diff]["spearman"][1] > 0

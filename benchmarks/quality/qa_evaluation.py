@@ -91,11 +91,18 @@ def run_qa(run, measure: str, images: str, out: str, args) -> None:
         subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, check=True)
 
 
-def case_subset(images: str, folder: str, n: int, seed: int = 0) -> str:
-    """A folder of symbolic links to a seeded random subset of n cases (all channels) of ``images``."""
+def draw(cases: List[str], n: int, seed: int) -> set:
+    return set(np.random.default_rng(seed).choice(cases, min(n, len(cases)), replace=False))
+
+
+def case_subset(images: str, folder: str, n: int, seed: int = 0, held_out_from: int = -1) -> str:
+    """A folder of symbolic links to a seeded random subset of n cases (all channels) of ``images``; with
+    ``held_out_from`` S, drawn only among the cases that the subset of seed S left out."""
     files = sorted(os.listdir(images))
     cases = sorted({f.rsplit("_", 1)[0] for f in files})
-    chosen = set(np.random.default_rng(seed).choice(cases, min(n, len(cases)), replace=False))
+    if held_out_from >= 0:
+        cases = sorted(set(cases) - draw(cases, n, held_out_from))
+    chosen = draw(cases, n, seed)
     os.makedirs(folder, exist_ok=True)
     for f in files:
         link = os.path.join(folder, f)
@@ -104,16 +111,32 @@ def case_subset(images: str, folder: str, n: int, seed: int = 0) -> str:
     return folder
 
 
+# case-level scores read back from qa.csv: the command's own ranking score, and two others from its columns
+SCORES = {
+    "case_score": lambda rows: float(rows[0]["case_score"]),
+    "mean_inside": lambda rows: float(np.nanmean([float(r["mean_disagreement_inside"] or "nan") for r in rows]
+                                                 or [float("nan")])),
+    "one_minus_dice_ab": lambda rows: 1.0 - float(np.mean([float(r["dice_a_b"]) for r in rows]))
+    if rows[0]["dice_a_b"] != "" else float("nan"),
+}
+
+
 def collect(out: str, labels_dir: str, ending: str, labels: List[int]):
-    scores = {}
+    """Cases, {score name: per-case values} (scores a measure lacks are left out), per-case Dice."""
+    by_case = {}
     with open(os.path.join(out, "qa.csv")) as f:
         for row in csv.DictReader(f):
-            scores[row["case"]] = float(row["case_score"])
-    cases = sorted(scores)
+            by_case.setdefault(row["case"], []).append(row)
+    cases = sorted(by_case)
+    scores = {}
+    for name, fn in SCORES.items():
+        values = np.array([fn(by_case[c]) for c in cases])
+        if not np.all(np.isnan(values)):
+            scores[name] = np.nan_to_num(values, nan=1.0)  # nothing predicted at all: review first
     dice = [case_dice(sitk.GetArrayFromImage(sitk.ReadImage(os.path.join(out, c + ending))),
                       sitk.GetArrayFromImage(sitk.ReadImage(os.path.join(labels_dir, c + ending))), labels)
             for c in cases]
-    return cases, np.array([scores[c] for c in cases]), np.array(dice)
+    return cases, scores, np.array(dice)
 
 
 def bootstrap(per_run, n: int, seed: int = 0):
@@ -126,9 +149,10 @@ def bootstrap(per_run, n: int, seed: int = 0):
         for m in measures:
             vals = [statistics(s[m][i], d[i]) for (s, d), i in zip(per_run, index_per_run)]
             res[m] = {k: float(np.nanmean([v[k] for v in vals])) for k in vals[0]}
-        if len(measures) == 2:
-            a, b = measures
-            res[f"{a} - {b}"] = {k: res[a][k] - res[b][k] for k in res[a]}
+        for a in measures:  # paired difference where both measures have the same score
+            if a.startswith("branches: ") and "tta: " + a[len("branches: "):] in res:
+                b = "tta: " + a[len("branches: "):]
+                res[f"{a} - {b}"] = {k: res[a][k] - res[b][k] for k in res[a]}
         return res
 
     point = stats_of([np.arange(len(d)) for _, d in per_run])
@@ -148,12 +172,12 @@ def scatter(per_run, path: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    measures = list(per_run[0][0])
-    fig, axes = plt.subplots(1, len(measures), figsize=(5 * len(measures), 4.2), squeeze=False)
+    measures = [m for m in per_run[0][0] if m.endswith("case_score") or m.endswith("mean_inside")]
+    fig, axes = plt.subplots(1, len(measures), figsize=(4.5 * len(measures), 4.2), squeeze=False)
     for ax, m in zip(axes[0], measures):
         for i, (scores, dice) in enumerate(per_run):
             ax.scatter(scores[m], 1 - dice, s=8, alpha=0.6, label=f"run {i + 1}")
-        ax.set_xlabel(f"case score ({m})")
+        ax.set_xlabel(m)
         ax.set_ylabel("1 - Dice (ground truth)")
         ax.set_xscale("symlog", linthresh=1e-3)
         ax.set_title(m)
@@ -168,8 +192,11 @@ def markdown(table, runs, n_cases, n_boot) -> str:
     stats = ["spearman"] + [f"auroc_worst{int(f * 100)}" for f in FRACTIONS]
     lines = ["# QA case score as an error detector", "",
              f"Runs: {', '.join('/'.join(r[2:4]) + ' @ ' + os.path.basename(r[0].rstrip('/')) for r in runs)}; "
-             f"{n_cases} test cases per run. Case score from `nnUNetv2_asyco_predict_qa` (summed map / predicted "
-             f"foreground voxels); error = 1 - mean foreground Dice against the reference. Point estimate, and 90% "
+             f"{n_cases} test cases per run. Scores from `nnUNetv2_asyco_predict_qa`'s qa.csv: `case_score` (its "
+             f"ranking: summed map / predicted foreground voxels), `mean_inside` (mean over classes of the mean map "
+             f"inside the predicted structure), `one_minus_dice_ab` (1 - mean Dice between the branches' "
+             f"segmentations; branches only). Error = 1 - mean foreground Dice against the reference. Point "
+             f"estimate, and 90% "
              f"bootstrap interval over cases ({n_boot} resamples; with several runs, the mean over runs).", "",
              "| measure | " + " | ".join(stats) + " |", "|---" * (len(stats) + 1) + "|"]
     for key, row in table.items():
@@ -194,9 +221,14 @@ def main(argv=None):
     p.add_argument("--reuse", action="store_true", help="reuse prediction folders that already hold a qa.csv")
     p.add_argument("--max_cases", type=int, default=0,
                    help="evaluate a seeded random subset of this many test cases (0: all); for slow machines")
+    p.add_argument("--subset_seed", type=int, default=0)
+    p.add_argument("--held_out_from", type=int, default=-1,
+                   help="draw the subset among the cases the subset of this seed left out (a fresh test of a choice "
+                        "made on that subset)")
     args = p.parse_args(argv)
     if args.max_cases:
-        args.images = case_subset(args.images, os.path.join(args.work, "images_subset"), args.max_cases)
+        args.images = case_subset(args.images, os.path.join(args.work, "images_subset"), args.max_cases,
+                                  args.subset_seed, args.held_out_from)
 
     per_run, n_cases = [], 0
     for i, run in enumerate(args.run):
@@ -209,7 +241,8 @@ def main(argv=None):
             list(pool.map(lambda m: run_qa(run, m, args.images, outs[m], args), todo))
         for m in args.measures:
             out = outs[m]
-            cases_m, scores[m], dice_m = collect(out, args.labels, ds_json["file_ending"], labels)
+            cases_m, by_score, dice_m = collect(out, args.labels, ds_json["file_ending"], labels)
+            scores.update({f"{m}: {name}": v for name, v in by_score.items()})
             if cases is not None:
                 assert cases_m == cases and np.array_equal(dice_m, dice), "measures disagree on the segmentation"
             cases, dice = cases_m, dice_m

@@ -43,7 +43,7 @@ def write_review_png(image_files: List[str], seg_file: str, map_file: str, png_p
     for ax in axes:
         ax.axis("off")
     fig.suptitle(f"{title} (slice {z})" if voxel_map.shape[0] > 1 else title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.94))  # room for the title above the panels' titles
     folder, name = os.path.split(png_path)
     tmp = os.path.join(folder, ".tmp_" + name)
     fig.savefig(tmp, dpi=80, format="png")
