@@ -13,7 +13,7 @@ from nnunetv2_asyco.branches import build_branches
 from nnunetv2_asyco.network import TwoBranchNetwork
 from nnunetv2_asyco.qa.measures import jensen_shannon, mirror_spread
 from nnunetv2_asyco.qa.outputs import BranchLogits, MirrorSpread
-from nnunetv2_asyco.qa.table import boundary_band, csv_text, dice, ranked
+from nnunetv2_asyco.qa.table import boundary_band, case_score, csv_text, dice, ranked
 
 DATASET_JSON = {"labels": {"background": 0, "a": 1, "b": 2}, "file_ending": ".nii.gz", "channel_names": {"0": "x"},
                 "numTraining": 1}
@@ -85,3 +85,11 @@ def test_single_network_is_not_wrapped_as_two_branches():
         BranchLogits(a)
     with pytest.raises(ValueError, match="needs mirroring"):
         MirrorSpread(a, None, "softmax")
+
+
+def test_case_score_is_mean_inside_predicted_structures_and_max_without_any():
+    classes = [{"predicted_voxels": 10, "mean_disagreement_inside": 0.2},
+               {"predicted_voxels": 0, "mean_disagreement_inside": float("nan")},
+               {"predicted_voxels": 5, "mean_disagreement_inside": 0.4}]
+    assert case_score(classes) == pytest.approx(0.3)
+    assert case_score([{"predicted_voxels": 0, "mean_disagreement_inside": float("nan")}]) == 1.0

@@ -12,9 +12,10 @@ import sys
 
 MEASURE_DOC = {
     "branches": "Map: per-voxel Jensen-Shannon divergence (bits, 0..1) between branch A's and branch B's "
-                "probabilities, stored x10000. Case score: summed map / predicted foreground voxels.",
+                "probabilities, stored x10000. Case score: mean over classes of the mean map inside the "
+                "predicted structure.",
     "tta": "Map: per-voxel variance over nnU-Net's mirrored predictions (summed over classes), stored x10000. "
-           "Case score: summed map / predicted foreground voxels.",
+           "Case score: mean over classes of the mean map inside the predicted structure.",
 }
 TWO_BRANCH_TRAINERS = "nnUNetTrainerAsyCo, nnUNetTrainerCPS and their subclasses (variants, ablations)"
 
