@@ -193,7 +193,8 @@ def markdown(table, runs, n_cases, n_boot) -> str:
     lines = ["# QA case score as an error detector", "",
              f"Runs: {', '.join('/'.join(r[2:4]) + ' @ ' + os.path.basename(r[0].rstrip('/')) for r in runs)}; "
              f"{n_cases} test cases per run. Scores from `nnUNetv2_asyco_predict_qa`'s qa.csv: `case_score` (its "
-             f"ranking: summed map / predicted foreground voxels), `mean_inside` (mean over classes of the mean map "
+             f"ranking; since commit 0f76ddc the same as mean_inside, before it the summed map / predicted "
+             f"foreground voxels), `mean_inside` (mean over classes of the mean map "
              f"inside the predicted structure), `one_minus_dice_ab` (1 - mean Dice between the branches' "
              f"segmentations; branches only). Error = 1 - mean foreground Dice against the reference. Point "
              f"estimate, and 90% "
