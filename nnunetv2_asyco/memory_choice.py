@@ -45,8 +45,13 @@ def requested_memory_mode(trainer_mode: str, environ: Mapping[str, str] = os.env
 
 
 def choose_memory_mode(requested: str, device_type: str, estimate: Optional[StepMemory], step_rows: int,
-                       micro_batch_rows: int, available_bytes: Optional[int]) -> Tuple[str, str]:
-    """(mode, the one log line that says why and how to force either mode)."""
+                       micro_batch_rows: int, available_bytes: Optional[int],
+                       micro_batches_exact: bool = True) -> Tuple[str, str]:
+    """(mode, the one log line that says why and how to force either mode).
+
+    ``micro_batches_exact``: micro-batching gives the default step's gradient (no batch-level term such as
+    nnU-Net's batch Dice). Only then does "auto" switch by itself: the choice may change memory, never what is
+    trained, so it is not a default of the method (benchmarks/PROTOCOL.md, decision rule)."""
     if requested != "auto":
         return requested, f"AsyCo memory mode: {requested} (requested). {FORCE_HINT}"
     if device_type != "cuda" or estimate is None or available_bytes is None:
@@ -57,6 +62,10 @@ def choose_memory_mode(requested: str, device_type: str, estimate: Optional[Step
              f"micro-batches of {micro_batch_rows} rows, {available_bytes / GIB:.1f} GiB available")
     if default_peak <= budget:
         return "default", f"AsyCo memory mode: default ({sizes}). {FORCE_HINT}"
+    if not micro_batches_exact:
+        return "default", (f"AsyCo memory mode: default, although it may not fit ({sizes}); micro-batches would pool "
+                           f"batch-level loss terms (nnU-Net's batch Dice) per micro-batch, which changes the "
+                           f"objective, so that switch is yours. {FORCE_HINT}")
     line = f"AsyCo memory mode: micro_batch, the default mode does not fit ({sizes}). {FORCE_HINT}"
     if micro_peak > budget:
         line += " Even micro-batches may not fit: " + PLANNING_HINT

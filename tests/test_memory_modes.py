@@ -175,6 +175,14 @@ def test_auto_switches_to_micro_batches_on_a_gpu_sized_for_nnunet():
     assert mode == "micro_batch" and "-gpu_memory_target" in line  # not even micro-batches fit: re-plan
 
 
+def test_auto_never_switches_to_micro_batches_that_would_change_the_objective():
+    # with nnU-Net's batch Dice on, micro-batches pool it per micro-batch: the user decides, the log line says how
+    mode, line = choose_memory_mode("auto", "cuda", ESTIMATE, step_rows=4, micro_batch_rows=1,
+                                    available_bytes=8 * GIB, micro_batches_exact=False)
+    assert mode == "default"
+    assert "may not fit" in line and "batch Dice" in line and f"{MEMORY_MODE_ENV}=micro_batch" in line
+
+
 def test_forced_modes_and_devices_without_a_limit():
     assert choose_memory_mode("default", "cuda", ESTIMATE, 4, 1, 1 * GIB)[0] == "default"
     assert choose_memory_mode("micro_batch", "cpu", None, 4, 1, None)[0] == "micro_batch"

@@ -29,6 +29,12 @@ class MemoryModeMixin:
     def micro_batch_rows_in_use(self) -> int:
         return self.micro_batch_rows if self.micro_batch_rows > 0 else max(1, self.batch_size // 2)
 
+    def micro_batches_exact(self) -> bool:
+        """Whether micro-batches give the default step's gradient: no term pooled over the batch."""
+        pooled_branch_output = (getattr(self, "branch_output_mode", "soft") == "class_balanced"
+                                or getattr(self, "confidence_threshold", 0.0) > 0)
+        return not self.configuration_manager.batch_dice and not pooled_branch_output
+
     def on_train_start(self):
         super().on_train_start()  # network, optimizer and data loaders exist; no step taken yet
         requested = requested_memory_mode(self.memory_mode)
@@ -40,7 +46,7 @@ class MemoryModeMixin:
         estimate, available = (self.measure_step_memory(), self.available_device_memory()) if measured else (None, None)
         step_rows = self.batch_size + self.dataloader_unlabeled_batch_size
         mode, line = choose_memory_mode(requested, self.device.type, estimate, step_rows,
-                                        self.micro_batch_rows_in_use, available)
+                                        self.micro_batch_rows_in_use, available, self.micro_batches_exact())
         self.memory_mode_in_use = self.same_mode_on_every_rank(mode)
         self.print_to_log_file(line)
 
