@@ -27,13 +27,15 @@ def asyco_options_of(trainer_or_class, **changes) -> AsyCoOptions:
 
 class nnUNetTrainerAsyCo(MemoryModeMixin, TwoBranchTrainerMixin, nnUNetTrainerSemiSupervised):
     # memory_mode (auto | default | micro_batch) and micro_batch_rows: MemoryModeMixin, nnunetv2_asyco.memory_choice
+    # What each default rests on (v2 benchmark, decision rule of benchmarks/PROTOCOL.md): the table
+    # "What each default of nnUNetTrainerAsyCo rests on" in benchmarks/results/v2/defaults_decisions.md.
+    # Meanings: docs/options.md.
     # ---- decoder-head decoupling (nnunetv2_asyco.remapping) ---------------------------------------
     remap_schedule: str = "per_direction"  # which remapped paths a step uses: per_direction | per_scale | always | off
     p_remap: float = 0.5  # probability of each draw of the schedule
     supervise_remapped_paths: bool = True  # remapped paths also get the supervised loss on labeled samples
     # ---- hierarchical consistency (nnunetv2_asyco.consistency) ------------------------------------
-    # The probability-MSE terms are ~1e-2 against a supervised loss of order 1; at a tenth of these weights the
-    # consistency barely steered training (benchmarks/results/quality.md, _lowConsistencyWeights).
+    # The probability-MSE terms are ~1e-2 against a supervised loss of order 1, hence weights of 10.
     weight_branch_output: float = 10.0  # a_bo, (i) O_AA vs O_BB
     weight_inter_head: float = 10.0  # a_ih, (ii) O_AA vs O_AB and O_BB vs O_BA
     weight_representation: float = 1.0  # a_rep, (iii) 1 - cosine similarity of A's and B's features
@@ -43,7 +45,7 @@ class nnUNetTrainerAsyCo(MemoryModeMixin, TwoBranchTrainerMixin, nnUNetTrainerSe
     consistency_on_labeled: bool = True  # consistency on the labeled samples too, not only the unlabeled ones
     # ---- asymmetry between the branches ------------------------------------------------------------
     # each branch reads its own perturbed view of the unlabeled samples, so agreement is not free once the weights
-    # agree (benchmarks/results/cpu_3000its/quality.md, asyco vs asyco_sharedViews)
+    # agree
     branch_views: str = "perturbed"  # branch_views.BRANCH_VIEWS: shared | perturbed | perturbed_cutout | perturbed_mixed
 
     loss_terms = TERMS
