@@ -1,4 +1,4 @@
-"""The quality benchmark's own tools: the real-anatomy dataset builder and the paired statistics.
+"""The benchmarks' own tools: the real-anatomy dataset builder, the paired statistics and the cost report.
 
 The builder runs on a tiny stand-in for the INIA19 files (same label numbering), so CI needs no Debian package;
 the statistics are checked against scipy and against values worked out by hand.
@@ -127,3 +127,29 @@ def test_headline_counts_primary_seeds_and_all_method_seeds_separately_and_repla
     assert headline.replace_block(readme, table) == f"intro\n{headline.START}\n{table}\n{headline.END}\noutro\n"
     with pytest.raises(SystemExit, match="headline:start"):
         headline.replace_block("no markers here", table)
+
+
+def test_cost_report_gives_wall_and_cpu_ratios_with_their_per_round_range():
+    import argparse
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        "run_cost", os.path.join(os.path.dirname(BENCH), "cost", "run_cost.py"))
+    run_cost = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run_cost)
+
+    def run(method, wall, cpu, load):
+        return {"method": method, "step_s": wall, "step_cpu_s": cpu, "memory_mb": 100.0, "inference_s": 1.0,
+                "threads": 1, "load_avg": load, "steps": 2, "unlabeled_batch": 12, "batch": 12}
+    # round 2 ran under twice the load: wall times double, CPU times barely move
+    runs = {run_cost.BASELINE: [run(run_cost.BASELINE, 1.0, 0.5, [2, 3]), run(run_cost.BASELINE, 2.0, 0.5, [6, 7])],
+            "nnUNetTrainerAsyCo": [run("nnUNetTrainerAsyCo", 4.0, 2.0, [3, 4]),
+                                   run("nnUNetTrainerAsyCo", 10.0, 2.2, [7, 8])]}
+    ranges = run_cost.round_ratios(runs, "step_cpu_s")
+    assert ranges["nnUNetTrainerAsyCo"] == pytest.approx((4.0, 4.4))
+    rows = run_cost.summarize(runs)
+    assert rows[1]["step_cpu_s"] == pytest.approx(2.1) and rows[1]["load_avg"] == [3, 8]
+    args = argparse.Namespace(steps=2, warmup=1, patch=64, batch=12, max_features=256, rounds=2, threads=1, tag="",
+                              methods=[run_cost.BASELINE, "nnUNetTrainerAsyCo"])
+    report = run_cost.write_report(rows, "cpu", args)
+    assert "--rounds 2 --threads 1" in report and "load average 2.0-8.0" in report
+    assert "| 7.000 | 4.67x (4.00-5.00) | 2.100 | 4.20x (4.00-4.40) |" in report

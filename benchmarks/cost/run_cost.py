@@ -10,8 +10,12 @@ synthetic dataset, runs ``--warmup`` then ``--steps`` training steps
 (``train_step``, i.e. everything the method does per iteration, data loading
 included), then predicts one preprocessed case with nnU-Net's sliding-window
 predictor (``nnUNetPredictor.predict_sliding_window_return_logits``, no
-mirroring). Memory: CUDA ``max_memory_allocated`` on a GPU; on the CPU the
-peak resident set size (``ru_maxrss``) minus the resident size just before
+mirroring). Step time is recorded twice: wall time and the process's CPU time
+(``time.process_time``), both around ``train_step`` only. On a shared CPU the
+wall time swings with the other processes' load; with ``--threads 1`` the CPU
+time is the work of one thread, which the load changes far less, so its ratios
+are the ones to compare there. Memory: CUDA ``max_memory_allocated`` on a GPU;
+on the CPU the peak resident set size (``ru_maxrss``) minus the resident size just before
 the first step, i.e. what training itself adds.
 
 Writes benchmarks/results/cost_<device>.md and .json.
@@ -66,14 +70,17 @@ def prepare(work: str, patch: int, batch: int, max_features: int) -> dict:
     return env
 
 
-def measure(method: str, device_name: str, warmup: int, steps: int) -> dict:
+def measure(method: str, device_name: str, warmup: int, steps: int, threads: int = 0) -> dict:
     """Runs in the child process: step time, memory and inference time of one method."""
     import numpy as np
     import torch
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
     from nnunetv2.run.run_training import get_trainer_from_args
 
+    if threads:
+        torch.set_num_threads(threads)
     device = torch.device(device_name)
+    load_before = os.getloadavg()[0]
     trainer = get_trainer_from_args(str(DATASET_ID), "2d", 0, method, PLANS, device=device)
     trainer.on_train_start()
     trainer.on_train_epoch_start()
@@ -83,14 +90,16 @@ def measure(method: str, device_name: str, warmup: int, steps: int) -> dict:
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    times = []
+    times, cpu_times = [], []
     for _ in range(steps):
         batch = next(trainer.dataloader_train)
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         trainer.train_step(batch)
         if device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
+        cpu_times.append(time.process_time() - cpu_start)
+    load_after = os.getloadavg()[0]
     memory = (torch.cuda.max_memory_allocated() / 2 ** 20 if device.type == "cuda"
               else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss_before)
 
@@ -119,7 +128,9 @@ def measure(method: str, device_name: str, warmup: int, steps: int) -> dict:
         if context is not None:
             context.__exit__(None, None, None)
     trainer.on_train_end()
-    return {"method": method, "step_s": float(np.median(times)), "memory_mb": float(memory),
+    return {"method": method, "step_s": float(np.median(times)), "step_cpu_s": float(np.median(cpu_times)),
+            "memory_mb": float(memory), "threads": torch.get_num_threads(),
+            "load_avg": [load_before, load_after],
             "inference_s": float(np.median(infer_times[1:])), "steps": steps,
             "unlabeled_batch": getattr(trainer, "dataloader_unlabeled_batch_size", 0),
             "batch": trainer.batch_size}
@@ -129,14 +140,33 @@ def median_row(runs: list) -> dict:
     """One method's row from its rounds: the median of each measured number."""
     import numpy as np
     row = dict(runs[0])
-    for key in ("step_s", "memory_mb", "inference_s"):
+    for key in ("step_s", "step_cpu_s", "memory_mb", "inference_s"):
         row[key] = float(np.median([r[key] for r in runs]))
     row["rounds"] = len(runs)
+    row["load_avg"] = [min(min(r["load_avg"]) for r in runs), max(max(r["load_avg"]) for r in runs)]
     return row
+
+
+def round_ratios(runs: dict, key: str) -> dict:
+    """Each method's ratio to the baseline run of the same round, as (min, max) over the rounds: runs in one
+    round are close in time, so their ratio shows how far the load moved the medians."""
+    base = runs[BASELINE]
+    return {m: (min(r[key] / b[key] for r, b in zip(rs, base)), max(r[key] / b[key] for r, b in zip(rs, base)))
+            for m, rs in runs.items()}
+
+
+def summarize(runs: dict) -> list:
+    """One row per method: medians over its rounds, and the range of its per-round step-time ratios."""
+    rows = [median_row(r) for r in runs.values()]
+    spreads = {key: round_ratios(runs, key) for key in ("step_s", "step_cpu_s")}
+    for row in rows:
+        row["ratio_range"] = {key: spreads[key][row["method"]] for key in spreads}
+    return rows
 
 
 def write_report(rows: list, device: str, args) -> str:
     base = next(r for r in rows if r["method"] == BASELINE)
+    load = [min(r["load_avg"][0] for r in rows), max(r["load_avg"][1] for r in rows)]
     gpu = ""
     if device == "cuda":
         import torch
@@ -147,16 +177,25 @@ def write_report(rows: list, device: str, args) -> str:
              f"--batch {args.batch} --max-features {args.max_features}"
              + (f" --methods {' '.join(args.methods)}" if list(args.methods) != METHODS else "")
              + (f" --rounds {args.rounds}" if args.rounds > 1 else "")
+             + (f" --threads {args.threads}" if args.threads else "")
              + (f" --tag {args.tag}" if args.tag else "") + "`", "", gpu +
              f"2D synthetic data, plans `{PLANS}`: patch {args.patch}x{args.patch}, batch {args.batch}, features up "
-             f"to {args.max_features}; median of {args.steps} steps after {args.warmup} warm-up steps; memory = "
+             f"to {args.max_features}; median of {args.steps} steps after {args.warmup} warm-up steps"
+             + (f", median over {args.rounds} alternating rounds" if args.rounds > 1 else "")
+             + f"; torch threads: {base['threads']}; 1-minute load average {load[0]:.1f}-{load[1]:.1f}; "
+             "step time = wall time, step CPU = the process's CPU time (both around train_step only); memory = "
              + ("CUDA max_memory_allocated" if device == "cuda" else "peak RSS increase over the RSS before the first training step (CPU allocator caching makes this coarse)")
              + "; inference = nnU-Net sliding-window prediction of one 128x128 case without mirroring.", "",
-             "| method | labeled + unlabeled per step | step time [s] | step ratio | memory [MiB] | memory ratio "
-             "| inference [s] | inference ratio |", "|---|---|---|---|---|---|---|---|"]
+             "| method | labeled + unlabeled per step | step time [s] | step ratio | step CPU [s] | CPU ratio "
+             "| memory [MiB] | memory ratio | inference [s] | inference ratio |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        spread = {k: "" for k in ("step_s", "step_cpu_s")}
+        if r.get("rounds", 1) > 1:  # the per-round ratios' range beside the ratio of medians
+            spread = {k: " ({:.2f}-{:.2f})".format(*r["ratio_range"][k]) for k in spread}
         lines.append(f"| {r['method']} | {r['batch']} + {r['unlabeled_batch']} | {r['step_s']:.3f} | "
-                     f"{r['step_s'] / base['step_s']:.2f}x | {r['memory_mb']:.0f} | "
+                     f"{r['step_s'] / base['step_s']:.2f}x{spread['step_s']} | {r['step_cpu_s']:.3f} | "
+                     f"{r['step_cpu_s'] / base['step_cpu_s']:.2f}x{spread['step_cpu_s']} | {r['memory_mb']:.0f} | "
                      f"{r['memory_mb'] / max(base['memory_mb'], 1e-9):.2f}x | {r['inference_s']:.3f} | "
                      f"{r['inference_s'] / base['inference_s']:.2f}x |")
     lines += ["", "Bounds: about 4x step time for two networks on twice the samples, 2x inference for the "
@@ -177,6 +216,9 @@ def main():
     parser.add_argument("--rounds", type=int, default=1,
                         help="measure every method this many times, alternating (A B C A B C), and report medians: "
                              "on a shared machine the methods then see the same load")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads per measured process (default: torch's); 1 makes the CPU-time column "
+                             "the work of one thread, comparable across a loaded machine")
     parser.add_argument("--tag", default="", help="results go to cost_<device>[_<tag>].md/.json")
     parser.add_argument("--results", default=RESULTS, help="results folder (default: benchmarks/results)")
     parser.add_argument("--measure", help=argparse.SUPPRESS)  # internal: child process mode
@@ -184,14 +226,16 @@ def main():
 
     env = prepare(args.work, args.patch, args.batch, args.max_features)
     if args.measure:
-        print("RESULT " + json.dumps(measure(args.measure, args.device, args.warmup, args.steps)))
+        result = measure(args.measure, args.device, args.warmup, args.steps, args.threads)
+        print("RESULT " + json.dumps(result))
         return
     env.update(nnUNet_n_proc_DA="0", nnUNet_compile="false" if args.device == "cpu" else env.get("nnUNet_compile", "true"))
     runs = {m: [] for m in args.methods}
     for method in [m for _ in range(args.rounds) for m in args.methods]:
         proc = subprocess.run([sys.executable, __file__, "--work", args.work, "--device", args.device, "--steps",
                                str(args.steps), "--warmup", str(args.warmup), "--patch", str(args.patch), "--batch",
-                               str(args.batch), "--max-features", str(args.max_features), "--measure", method],
+                               str(args.batch), "--max-features", str(args.max_features), "--threads",
+                               str(args.threads), "--measure", method],
                               env=env, capture_output=True, text=True)
         result = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
         if proc.returncode != 0 or not result:
@@ -199,7 +243,7 @@ def main():
             raise SystemExit(f"measuring {method} failed")
         runs[method].append(json.loads(result[0][len("RESULT "):]))
         print(runs[method][-1], flush=True)
-    rows = [median_row(r) for r in runs.values()]
+    rows = summarize(runs)
     os.makedirs(args.results, exist_ok=True)
     report = write_report(rows, args.device, args)
     name = f"cost_{args.device}" + (f"_{args.tag}" if args.tag else "")
