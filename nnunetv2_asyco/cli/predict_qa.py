@@ -5,6 +5,8 @@ predict_from_raw_data_args.json, dataset.json, plans.json), plus per case ``CASE
 (``CASE_tta_spread`` with ``--measure tta``), ``qa.csv``, ``qa.md`` and ``qa_figures/CASE.png`` for the
 top-ranked cases. Like nnUNetv2_predict it never deletes anything in -o; files of the same name are replaced.
 """
+# Only light imports at module level: multiprocessing's spawn re-runs the main script in every worker (preprocessing,
+# export), so what this module imports, each worker imports again. nnU-Net, torch and matplotlib come in run().
 import argparse
 import multiprocessing
 import os
@@ -60,7 +62,8 @@ def run(args) -> list:
     from nnunetv2.utilities.utils import create_lists_from_splitted_dataset_folder
 
     from nnunetv2_asyco.qa.figures import write_review_png
-    from nnunetv2_asyco.qa.predictor import MAP_SUFFIX, QAPredictor
+    from nnunetv2_asyco.qa.export import MAP_SUFFIX
+    from nnunetv2_asyco.qa.predictor import QAPredictor
     from nnunetv2_asyco.qa.table import atomic_write_text, csv_text, markdown_text, ranked
 
     predictor = QAPredictor(tile_step_size=args.step_size, use_gaussian=True, use_mirroring=not args.disable_tta,
