@@ -64,7 +64,8 @@ def run(args) -> list:
     from nnunetv2_asyco.qa.figures import write_review_png
     from nnunetv2_asyco.qa.export import MAP_SUFFIX
     from nnunetv2_asyco.qa.predictor import QAPredictor
-    from nnunetv2_asyco.qa.table import atomic_write_text, csv_text, markdown_text, ranked
+    from nnunetv2_asyco.atomic_files import atomic_write_bytes
+    from nnunetv2_asyco.qa.table import csv_text, markdown_text, ranked
 
     predictor = QAPredictor(tile_step_size=args.step_size, use_gaussian=True, use_mirroring=not args.disable_tta,
                             perform_everything_on_device=True, device=device_for(args.device),
@@ -94,8 +95,9 @@ def run(args) -> list:
                          os.path.join(args.o, case + MAP_SUFFIX[args.measure] + ending), os.path.join(args.o, rel),
                          predictor.plans_manager, f"{case}: rank {r['rank']}, score {r['case_score']:.4g}")
         figures[case] = rel
-    atomic_write_text(os.path.join(args.o, "qa.csv"), csv_text(results))
-    atomic_write_text(os.path.join(args.o, "qa.md"), markdown_text(results, MEASURE_DOC[args.measure], figures))
+    atomic_write_bytes(csv_text(results).encode("utf-8"), os.path.join(args.o, "qa.csv"))
+    atomic_write_bytes(markdown_text(results, MEASURE_DOC[args.measure], figures).encode("utf-8"),
+                       os.path.join(args.o, "qa.md"))
     return results
 
 

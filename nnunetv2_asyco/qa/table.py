@@ -12,7 +12,6 @@ foreground voxel, which the first version used (AUROC worst 10%: 0.97 vs 0.72); 
 import csv
 import io
 import math
-import os
 from typing import Dict, List, Optional
 
 import numpy as np
@@ -131,13 +130,3 @@ def markdown_text(results: List[dict], measure_doc: str, figures: Dict[str, str]
         fig = f"![{r['case']}]({figures[r['case']]})" if r["case"] in figures else ""
         lines.append(f"| {r['rank']} | {r['case']} | {r['case_score']:.4g} | {low} | {fig} |")
     return "\n".join(lines) + "\n"
-
-
-def atomic_write_text(path: str, text: str) -> None:
-    """Write to a temporary file in the same folder, then rename: ``path`` is old or new, never half written."""
-    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), "." + os.path.basename(path) + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
