@@ -153,3 +153,42 @@ def test_cost_report_gives_wall_and_cpu_ratios_with_their_per_round_range():
     report = run_cost.write_report(rows, "cpu", args)
     assert "--rounds 2 --threads 1" in report and "load average 2.0-8.0" in report
     assert "| 7.000 | 4.67x (4.00-5.00) | 2.100 | 4.20x (4.00-4.40) |" in report
+
+
+def test_cost_report_for_3d_fullres_without_inference():
+    import argparse
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        "run_cost", os.path.join(os.path.dirname(BENCH), "cost", "run_cost.py"))
+    run_cost = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run_cost)
+    assert run_cost.DATASETS[3][2] == "3d_fullres" and run_cost.DATASETS[3][0] != run_cost.DATASETS[2][0]
+    assert run_cost.synthetic_shape(3, 48) == (60, 60, 60) and run_cost.synthetic_shape(2, 64) == (128, 128)
+
+    def run(method, cpu, memory):
+        return {"method": method, "step_s": 2 * cpu, "step_cpu_s": cpu, "memory_mb": memory,
+                "inference_s": float("nan"), "threads": 1, "load_avg": [5, 6], "steps": 3, "batch": 2,
+                "unlabeled_batch": 0 if method == run_cost.BASELINE else 2, "patch": [48, 48, 48],
+                "features": [32, 64, 128, 256], "batch_dice": False}
+    runs = {run_cost.BASELINE: [run(run_cost.BASELINE, 2.0, 800.0)],
+            "nnUNetTrainerAsyCo_microBatch": [run("nnUNetTrainerAsyCo_microBatch", 9.0, 880.0)]}
+    args = argparse.Namespace(steps=3, warmup=2, patch=48, batch=2, max_features=320, rounds=1, threads=1,
+                              tag="memory3d", dim=3, no_inference=True, methods=list(runs))
+    report = run_cost.write_report(run_cost.summarize(runs), "cpu", args)
+    assert "--warmup 2 --dim 3 --no-inference --tag memory3d" in report
+    assert "3D synthetic data, configuration `3d_fullres`" in report and "patch 48x48x48, batch 2" in report
+    assert "[32, 64, 128, 256]), batch Dice off" in report and "inference not measured" in report
+    assert "| 880 | 1.10x | nan | n/a |" in report and "| 9.000 | 4.50x |" in report
+
+
+def test_tensor_peak_is_the_maximum_of_the_running_sum_in_time_order():
+    import importlib.util
+    sys.path.insert(0, os.path.join(os.path.dirname(BENCH), "cost"))
+    spec = importlib.util.spec_from_file_location(
+        "tensor_peak", os.path.join(os.path.dirname(BENCH), "cost", "tensor_peak.py"))
+    tensor_peak = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tensor_peak)
+    # out of order on purpose: at t=3 the step holds 10 + 5 - 4 + 7 = 18, the most at any time
+    events = [(5, -7), (1, 10), (3, 7), (2, 5), (2.5, -4), (4, -10)]
+    assert tensor_peak.running_peak(events) == 18
+    assert tensor_peak.running_peak([(0, -3), (1, 2)]) == 0  # frees of tensors held before the step

@@ -2,7 +2,12 @@
 
 One run, all methods side by side on the same plans, batch and data:
 
-    python benchmarks/cost/run_cost.py --work /tmp/asyco_cost [--device cpu|cuda] [--steps 20]
+    python benchmarks/cost/run_cost.py --work /tmp/asyco_cost [--device cpu|cuda] [--steps 20] [--dim 2|3]
+
+``--dim 2`` (default): 2D synthetic data and nnU-Net's ``2d`` configuration. ``--dim 3``: 3D synthetic volumes
+and nnU-Net's ``3d_fullres`` configuration (planned by nnU-Net's default planner; as on its default 3d_fullres
+plans without a 3d_lowres, batch Dice is off), patch ``--patch`` cubed. In both, the plans copy
+``nnUNetPlansCost`` sets the patch, batch and the cap on feature widths (``make_small_plans``).
 
 Each method is measured in its own child process (so peak memory is its own):
 the real trainer is built with nnU-Net's ``get_trainer_from_args`` on a
@@ -32,6 +37,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "..", "results")
 DATASET_ID = 951
 PLANS = "nnUNetPlansCost"
+# per dimension: (dataset id, dataset name, nnU-Net configuration)
+DATASETS = {2: (951, "AsyCoCost", "2d"), 3: (954, "AsyCoCost3d", "3d_fullres")}
 BASELINE = "nnUNetTrainerLabeledOnly"
 METHODS = [BASELINE, "nnUNetTrainerMeanTeacher", "nnUNetTrainerCPS", "nnUNetTrainerAsyCo",
            "nnUNetTrainerAsyCo_halfUnlabeled", "nnUNetTrainerAsyCo_lowMemory", "nnUNetTrainerAsyCo_microBatch"]
@@ -45,8 +52,14 @@ def rss_mb() -> float:
     return float("nan")
 
 
-def prepare(work: str, patch: int, batch: int, max_features: int) -> dict:
-    """Synthetic 2D dataset, nnU-Net planning and a plans copy with the benchmark's patch/batch/widths."""
+def synthetic_shape(dim: int, patch: int) -> tuple:
+    """Image size of the synthetic cases: 128x128 in 2D; in 3D a volume a quarter wider than the patch (nnU-Net's
+    planner then plans a patch about the volume's size, which the plans copy replaces by --patch cubed)."""
+    return (128, 128) if dim == 2 else (patch + patch // 4,) * 3
+
+
+def prepare(work: str, patch: int, batch: int, max_features: int, dim: int = 2) -> dict:
+    """Synthetic dataset, nnU-Net planning and a plans copy with the benchmark's patch/batch/widths."""
     from nnunetv2_asyco.cli.trainer_dir import trainer_dir
     env = dict(os.environ)
     for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
@@ -54,23 +67,25 @@ def prepare(work: str, patch: int, batch: int, max_features: int) -> dict:
         os.makedirs(env[key], exist_ok=True)
     env["nnUNet_extTrainer"] = trainer_dir()
     os.environ.update({k: env[k] for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")})
-    plans_file = os.path.join(env["nnUNet_preprocessed"], f"Dataset{DATASET_ID:03d}_AsyCoCost", PLANS + ".json")
+    dataset_id, name, configuration = DATASETS[dim]
+    plans_file = os.path.join(env["nnUNet_preprocessed"], f"Dataset{dataset_id:03d}_{name}", PLANS + ".json")
     if not os.path.isfile(plans_file):
         from nnunetv2_asyco.demo.synthetic import write_synthetic_dataset
         from nnunetv2_asyco.demo.small_plans import make_small_plans
-        write_synthetic_dataset(env["nnUNet_raw"], DATASET_ID, name="AsyCoCost", dim=2, shape=(128, 128),
+        write_synthetic_dataset(env["nnUNet_raw"], dataset_id, name=name, dim=dim, shape=synthetic_shape(dim, patch),
                                 n_train=10, n_unlabeled=6)
         from nnunetv2_asyco.demo.commands import find_cli
-        subprocess.run([find_cli("nnUNetv2_plan_and_preprocess"), "-d", str(DATASET_ID), "-c", "2d",
+        subprocess.run([find_cli("nnUNetv2_plan_and_preprocess"), "-d", str(dataset_id), "-c", configuration,
                         "-np", "1", "-npfp", "1"], env=env, check=True, capture_output=True)
-        subprocess.run([find_cli("nnUNetv2_asyco_preprocess_unlabeled"), "-d", str(DATASET_ID), "-c",
-                        "2d", "-np", "1"], env=env, check=True, capture_output=True)
-        make_small_plans(DATASET_ID, "nnUNetPlans", PLANS, patch_size={"2d": (patch, patch)}, batch_size=batch,
-                         max_features=max_features)
+        subprocess.run([find_cli("nnUNetv2_asyco_preprocess_unlabeled"), "-d", str(dataset_id), "-c",
+                        configuration, "-np", "1"], env=env, check=True, capture_output=True)
+        make_small_plans(dataset_id, "nnUNetPlans", PLANS, patch_size={configuration: (patch,) * dim},
+                         batch_size=batch, max_features=max_features)
     return env
 
 
-def measure(method: str, device_name: str, warmup: int, steps: int, threads: int = 0) -> dict:
+def measure(method: str, device_name: str, warmup: int, steps: int, threads: int = 0, dim: int = 2,
+            inference: bool = True) -> dict:
     """Runs in the child process: step time, memory and inference time of one method."""
     import numpy as np
     import torch
@@ -81,7 +96,8 @@ def measure(method: str, device_name: str, warmup: int, steps: int, threads: int
         torch.set_num_threads(threads)
     device = torch.device(device_name)
     load_before = os.getloadavg()[0]
-    trainer = get_trainer_from_args(str(DATASET_ID), "2d", 0, method, PLANS, device=device)
+    dataset_id, _, configuration = DATASETS[dim]
+    trainer = get_trainer_from_args(str(dataset_id), configuration, 0, method, PLANS, device=device)
     trainer.on_train_start()
     trainer.on_train_epoch_start()
     rss_before = rss_mb()  # data loaders and network exist; everything training adds comes after this
@@ -102,6 +118,20 @@ def measure(method: str, device_name: str, warmup: int, steps: int, threads: int
     load_after = os.getloadavg()[0]
     memory = (torch.cuda.max_memory_allocated() / 2 ** 20 if device.type == "cuda"
               else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss_before)
+
+    row = {"method": method, "step_s": float(np.median(times)), "step_cpu_s": float(np.median(cpu_times)),
+           "memory_mb": float(memory), "threads": torch.get_num_threads(), "load_avg": [load_before, load_after],
+           "inference_s": float("nan"), "steps": steps,
+           "unlabeled_batch": getattr(trainer, "dataloader_unlabeled_batch_size", 0), "batch": trainer.batch_size,
+           "patch": [int(p) for p in trainer.configuration_manager.patch_size],
+           "features": [int(f) for f in trainer.configuration_manager.network_arch_init_kwargs["features_per_stage"]],
+           "batch_dice": bool(trainer.configuration_manager.batch_dice),
+           "memory_mode": getattr(trainer, "memory_mode_in_use", None)}
+    if getattr(trainer, "memory_mode_in_use", None) == "micro_batch":
+        row["micro_batch_rows"] = trainer.micro_batch_rows_in_use
+    if not inference:
+        trainer.on_train_end()
+        return row
 
     # inference through nnU-Net's predictor with what the method ships (ensemble / teacher / single net)
     trainer.set_deep_supervision_enabled(False)
@@ -128,12 +158,8 @@ def measure(method: str, device_name: str, warmup: int, steps: int, threads: int
         if context is not None:
             context.__exit__(None, None, None)
     trainer.on_train_end()
-    return {"method": method, "step_s": float(np.median(times)), "step_cpu_s": float(np.median(cpu_times)),
-            "memory_mb": float(memory), "threads": torch.get_num_threads(),
-            "load_avg": [load_before, load_after],
-            "inference_s": float(np.median(infer_times[1:])), "steps": steps,
-            "unlabeled_batch": getattr(trainer, "dataloader_unlabeled_batch_size", 0),
-            "batch": trainer.batch_size}
+    row["inference_s"] = float(np.median(infer_times[1:]))
+    return row
 
 
 def median_row(runs: list) -> dict:
@@ -164,8 +190,14 @@ def summarize(runs: dict) -> list:
     return rows
 
 
+def ratio(value: float, base: float) -> str:
+    return "n/a" if value != value or base != base else f"{value / base:.2f}x"  # NaN: not measured
+
+
 def write_report(rows: list, device: str, args) -> str:
     base = next(r for r in rows if r["method"] == BASELINE)
+    dim, inference = getattr(args, "dim", 2), not getattr(args, "no_inference", False)
+    shape = "x".join(map(str, synthetic_shape(dim, args.patch)))
     load = [min(r["load_avg"][0] for r in rows), max(r["load_avg"][1] for r in rows)]
     gpu = ""
     if device == "cuda":
@@ -178,14 +210,20 @@ def write_report(rows: list, device: str, args) -> str:
              + (f" --methods {' '.join(args.methods)}" if list(args.methods) != METHODS else "")
              + (f" --rounds {args.rounds}" if args.rounds > 1 else "")
              + (f" --threads {args.threads}" if args.threads else "")
+             + (f" --warmup {args.warmup}" if args.warmup != 3 else "")
+             + (f" --dim {dim}" if dim != 2 else "") + (" --no-inference" if not inference else "")
              + (f" --tag {args.tag}" if args.tag else "") + "`", "", gpu +
-             f"2D synthetic data, plans `{PLANS}`: patch {args.patch}x{args.patch}, batch {args.batch}, features up "
-             f"to {args.max_features}; median of {args.steps} steps after {args.warmup} warm-up steps"
+             f"{dim}D synthetic data, configuration `{DATASETS[dim][2]}`, plans `{PLANS}`: patch "
+             + "x".join([str(args.patch)] * dim) + f", batch {args.batch}, features up to {args.max_features}"
+             + (f" ({base['features']})" if "features" in base else "")
+             + (f", batch Dice {'on' if base['batch_dice'] else 'off'}" if "batch_dice" in base else "")
+             + f"; median of {args.steps} steps after {args.warmup} warm-up steps"
              + (f", median over {args.rounds} alternating rounds" if args.rounds > 1 else "")
              + f"; torch threads: {base['threads']}; 1-minute load average {load[0]:.1f}-{load[1]:.1f}; "
              "step time = wall time, step CPU = the process's CPU time (both around train_step only); memory = "
              + ("CUDA max_memory_allocated" if device == "cuda" else "peak RSS increase over the RSS before the first training step (CPU allocator caching makes this coarse)")
-             + "; inference = nnU-Net sliding-window prediction of one 128x128 case without mirroring.", "",
+             + (f"; inference = nnU-Net sliding-window prediction of one {shape} case without mirroring."
+                if inference else "; inference not measured (--no-inference)."), "",
              "| method | labeled + unlabeled per step | step time [s] | step ratio | step CPU [s] | CPU ratio "
              "| memory [MiB] | memory ratio | inference [s] | inference ratio |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -197,7 +235,7 @@ def write_report(rows: list, device: str, args) -> str:
                      f"{r['step_s'] / base['step_s']:.2f}x{spread['step_s']} | {r['step_cpu_s']:.3f} | "
                      f"{r['step_cpu_s'] / base['step_cpu_s']:.2f}x{spread['step_cpu_s']} | {r['memory_mb']:.0f} | "
                      f"{r['memory_mb'] / max(base['memory_mb'], 1e-9):.2f}x | {r['inference_s']:.3f} | "
-                     f"{r['inference_s'] / base['inference_s']:.2f}x |")
+                     f"{ratio(r['inference_s'], base['inference_s'])} |")
     lines += ["", "Bounds: about 4x step time for two networks on twice the samples, 2x inference for the "
               "two-branch ensemble (Mean Teacher ships one network)."]
     return "\n".join(lines) + "\n"
@@ -219,14 +257,19 @@ def main():
     parser.add_argument("--threads", type=int, default=0,
                         help="torch threads per measured process (default: torch's); 1 makes the CPU-time column "
                              "the work of one thread, comparable across a loaded machine")
+    parser.add_argument("--dim", type=int, default=2, choices=(2, 3),
+                        help="2: the 2d configuration on 2D data; 3: 3d_fullres on 3D volumes, patch --patch cubed")
+    parser.add_argument("--no-inference", action="store_true",
+                        help="skip the sliding-window inference (e.g. for 3D on a CPU, where it costs many steps)")
     parser.add_argument("--tag", default="", help="results go to cost_<device>[_<tag>].md/.json")
     parser.add_argument("--results", default=RESULTS, help="results folder (default: benchmarks/results)")
     parser.add_argument("--measure", help=argparse.SUPPRESS)  # internal: child process mode
     args = parser.parse_args()
 
-    env = prepare(args.work, args.patch, args.batch, args.max_features)
+    env = prepare(args.work, args.patch, args.batch, args.max_features, args.dim)
     if args.measure:
-        result = measure(args.measure, args.device, args.warmup, args.steps, args.threads)
+        result = measure(args.measure, args.device, args.warmup, args.steps, args.threads, args.dim,
+                         not args.no_inference)
         print("RESULT " + json.dumps(result))
         return
     env.update(nnUNet_n_proc_DA="0", nnUNet_compile="false" if args.device == "cpu" else env.get("nnUNet_compile", "true"))
@@ -235,7 +278,8 @@ def main():
         proc = subprocess.run([sys.executable, __file__, "--work", args.work, "--device", args.device, "--steps",
                                str(args.steps), "--warmup", str(args.warmup), "--patch", str(args.patch), "--batch",
                                str(args.batch), "--max-features", str(args.max_features), "--threads",
-                               str(args.threads), "--measure", method],
+                               str(args.threads), "--dim", str(args.dim), "--measure", method]
+                              + (["--no-inference"] if args.no_inference else []),
                               env=env, capture_output=True, text=True)
         result = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
         if proc.returncode != 0 or not result:
@@ -249,8 +293,8 @@ def main():
     name = f"cost_{args.device}" + (f"_{args.tag}" if args.tag else "")
     with open(os.path.join(args.results, name + ".md"), "w") as f:
         f.write(report)
-    with open(os.path.join(args.results, name + ".json"), "w") as f:
-        json.dump(rows, f, indent=1)
+    with open(os.path.join(args.results, name + ".json"), "w") as f:  # not measured (NaN): null
+        json.dump([{k: None if v != v else v for k, v in r.items()} for r in rows], f, indent=1)
     print(report)
 
 
