@@ -102,3 +102,13 @@ def test_main_reuses_predictions_and_writes_suffixed_report(tmp_path):
     assert result["per_case"][0]["cases"] == cases and len(result["per_case"]) == 3
     assert set(result["by_trainer"]) == {"T_A (2 runs)", "T_B (1 run)"}
     assert "branches: case_score - tta: case_score" in result["table"]
+
+
+def test_case_dice_both_empty_convention():
+    ref = np.array([[1, 1, 0, 0], [0, 0, 0, 0]])
+    pred = np.array([[1, 0, 0, 0], [0, 0, 0, 0]])
+    # class 1: 2*1/3; class 2 absent from both
+    assert qa_evaluation.case_dice(pred, ref, [1, 2]) == pytest.approx(2 / 3)
+    assert qa_evaluation.case_dice(pred, ref, [1, 2], both_empty="one") == pytest.approx((2 / 3 + 1) / 2)
+    assert qa_evaluation.case_dice(pred, ref, [2, 3]) == 1.0  # nothing to find, nothing predicted
+    assert qa_evaluation.case_dice(np.zeros_like(ref), ref, [1, 2]) == 0.0

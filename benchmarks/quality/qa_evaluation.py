@@ -68,13 +68,19 @@ def statistics(score: np.ndarray, dice: np.ndarray) -> Dict[str, float]:
     return out
 
 
-def case_dice(pred: np.ndarray, ref: np.ndarray, labels: List[int]) -> float:
+def case_dice(pred: np.ndarray, ref: np.ndarray, labels: List[int], both_empty: str = "skip") -> float:
+    """Mean Dice over foreground classes. A class absent from reference and prediction is left out (``skip``, the
+    benchmark's scoring, as nnU-Net's) or counts 1 (``one``); a case with every class absent from both scores 1."""
     values = []
     for label in labels:
         p, r = pred == label, ref == label
         denom = p.sum() + r.sum()
-        values.append(1.0 if denom == 0 else 2.0 * np.logical_and(p, r).sum() / denom)
-    return float(np.mean(values))
+        if denom == 0:
+            if both_empty == "one":
+                values.append(1.0)
+            continue
+        values.append(2.0 * np.logical_and(p, r).sum() / denom)
+    return float(np.mean(values)) if values else 1.0
 
 
 def run_qa(run, measure: str, images: str, out: str, args) -> None:
@@ -125,7 +131,7 @@ SCORES = {
 }
 
 
-def collect(out: str, labels_dir: str, ending: str, labels: List[int]):
+def collect(out: str, labels_dir: str, ending: str, labels: List[int], both_empty: str = "skip"):
     """Cases, {score name: per-case values} (scores a measure lacks are left out), per-case Dice."""
     by_case = {}
     with open(os.path.join(out, "qa.csv")) as f:
@@ -138,7 +144,8 @@ def collect(out: str, labels_dir: str, ending: str, labels: List[int]):
         if not np.all(np.isnan(values)):
             scores[name] = np.nan_to_num(values, nan=1.0)  # nothing predicted at all: review first
     dice = [case_dice(sitk.GetArrayFromImage(sitk.ReadImage(os.path.join(out, c + ending))),
-                      sitk.GetArrayFromImage(sitk.ReadImage(os.path.join(labels_dir, c + ending))), labels)
+                      sitk.GetArrayFromImage(sitk.ReadImage(os.path.join(labels_dir, c + ending))), labels,
+                      both_empty)
             for c in cases]
     return cases, scores, np.array(dice)
 
@@ -226,7 +233,7 @@ def dice_summary(dices) -> Dict[str, float]:
     return out
 
 
-def markdown(sections, runs, n_cases, n_boot, resampled_seeds=False) -> str:
+def markdown(sections, runs, n_cases, n_boot, resampled_seeds=False, both_empty="skip") -> str:
     """sections: [(title, table, dice summary)]."""
     stats = ["spearman"] + [f"auroc_worst{int(f * 100)}" for f in FRACTIONS]
     how = ("90% bootstrap interval over cases and seeds (" + str(n_boot) + " resamples: the test cases drawn with "
@@ -239,7 +246,9 @@ def markdown(sections, runs, n_cases, n_boot, resampled_seeds=False) -> str:
              f"ranking; since commit 0f76ddc the same as mean_inside, before it the summed map / predicted "
              f"foreground voxels), `mean_inside` (mean over classes of the mean map "
              f"inside the predicted structure), `one_minus_dice_ab` (1 - mean Dice between the branches' "
-             f"segmentations; branches only). Error = 1 - mean foreground Dice against the reference; the worst "
+             f"segmentations; branches only). Error = 1 - mean foreground Dice against the reference (a class "
+             f"absent from both reference and prediction "
+             f"{'left out, as in the benchmark' if both_empty == 'skip' else 'counted as Dice 1'}); the worst "
              f"10% / 20% are taken per run. Point estimate, and {how}."]
     for title, table, summary in sections:
         if len(sections) > 1 or title:
@@ -270,6 +279,10 @@ def main(argv=None):
     p.add_argument("--chk", default="checkpoint_final.pth")
     p.add_argument("--device", default="cpu")
     p.add_argument("--bootstrap", type=int, default=1000)
+    p.add_argument("--both_empty", choices=["skip", "one"], default="skip",
+                   help="a class absent from reference and prediction of a case: left out of its mean Dice (skip, "
+                        "as the benchmark's scoring) or counted as Dice 1 (one; the default before; no difference "
+                        "where every test case contains every class)")
     p.add_argument("--reuse", action="store_true", help="reuse prediction folders that already hold a qa.csv")
     p.add_argument("--max_cases", type=int, default=0,
                    help="evaluate a seeded random subset of this many test cases (0: all); for slow machines")
@@ -293,7 +306,7 @@ def main(argv=None):
             list(pool.map(lambda m: run_qa(run, m, args.images, outs[m], args), todo))
         for m in args.measures:
             out = outs[m]
-            cases_m, by_score, dice_m = collect(out, args.labels, ds_json["file_ending"], labels)
+            cases_m, by_score, dice_m = collect(out, args.labels, ds_json["file_ending"], labels, args.both_empty)
             scores.update({f"{m}: {name}": v for name, v in by_score.items()})
             if cases is not None:
                 assert cases_m == cases and np.array_equal(dice_m, dice), "measures disagree on the segmentation"
@@ -315,12 +328,12 @@ def main(argv=None):
              if len(by_trainer) > 1 else "")
     table = bootstrap(per_run, args.bootstrap, groups=trainers, shared_cases=shared)
     sections.append((title, table, dice_summary([d for _, d in per_run])))
-    text = markdown(sections, args.run, len(case_lists[0]), args.bootstrap, resampled_seeds)
+    text = markdown(sections, args.run, len(case_lists[0]), args.bootstrap, resampled_seeds, args.both_empty)
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, f"qa_detection{args.suffix}.md"), "w") as f:
         f.write(text)
     with open(os.path.join(args.out, f"qa_detection{args.suffix}.json"), "w") as f:
-        json.dump({"runs": args.run, "table": table,
+        json.dump({"runs": args.run, "both_empty": args.both_empty, "table": table,
                    "by_trainer": {s[0]: {"table": s[1], "dice": s[2]} for s in sections[:-1]},
                    "dice": sections[-1][2],
                    "per_case": [{"run": os.path.basename(r[0].rstrip("/")), "trainer": r[2], "cases": c,
