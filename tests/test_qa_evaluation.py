@@ -102,6 +102,14 @@ def test_main_reuses_predictions_and_writes_suffixed_report(tmp_path):
     assert result["per_case"][0]["cases"] == cases and len(result["per_case"]) == 3
     assert set(result["by_trainer"]) == {"T_A (2 runs)", "T_B (1 run)"}
     assert "branches: case_score - tta: case_score" in result["table"]
+    excluded = qa_evaluation.draw(cases, 5, 0)
+    qa_evaluation.main(runs + ["--images", str(tmp_path), "--labels", str(labels), "--work", str(tmp_path / "work"),
+                               "--out", str(tmp_path / "res"), "--suffix", "_y", "--reuse", "--bootstrap", "5",
+                               "--exclude_subset", "5", "0"])
+    held_out = json.loads((tmp_path / "res" / "qa_detection_y.json").read_text())["per_case"][0]
+    assert held_out["cases"] == [c for c in cases if c not in excluded] and len(held_out["cases"]) == 7
+    assert held_out["dice"] == [d for c, d in zip(cases, result["per_case"][0]["dice"]) if c not in excluded]
+    assert "leaving out the 5 cases of the subset of seed 0" in (tmp_path / "res" / "qa_detection_y.md").read_text()
 
 
 def test_case_dice_both_empty_convention():

@@ -233,8 +233,9 @@ def dice_summary(dices) -> Dict[str, float]:
     return out
 
 
-def markdown(sections, runs, n_cases, n_boot, resampled_seeds=False, both_empty="skip") -> str:
+def markdown(sections, runs, n_cases, n_boot, resampled_seeds=False, both_empty="skip", exclude=None) -> str:
     """sections: [(title, table, dice summary)]."""
+    excluded = (f" (leaving out the {exclude[0]} cases of the subset of seed {exclude[1]})" if exclude else "")
     stats = ["spearman"] + [f"auroc_worst{int(f * 100)}" for f in FRACTIONS]
     how = ("90% bootstrap interval over cases and seeds (" + str(n_boot) + " resamples: the test cases drawn with "
            "replacement, the same draw for every run, and the runs (seeds) drawn with replacement within each "
@@ -242,7 +243,7 @@ def markdown(sections, runs, n_cases, n_boot, resampled_seeds=False, both_empty=
         f"90% bootstrap interval over cases ({n_boot} resamples; with several runs, the mean over runs)")
     lines = ["# QA case score as an error detector", "",
              f"Runs: {', '.join('/'.join(r[2:4]) + ' @ ' + os.path.basename(r[0].rstrip('/')) for r in runs)}; "
-             f"{n_cases} test cases per run. Scores from `nnUNetv2_asyco_predict_qa`'s qa.csv: `case_score` (its "
+             f"{n_cases} test cases per run{excluded}. Scores from `nnUNetv2_asyco_predict_qa`'s qa.csv: `case_score` (its "
              f"ranking; since commit 0f76ddc the same as mean_inside, before it the summed map / predicted "
              f"foreground voxels), `mean_inside` (mean over classes of the mean map "
              f"inside the predicted structure), `one_minus_dice_ab` (1 - mean Dice between the branches' "
@@ -290,6 +291,9 @@ def main(argv=None):
     p.add_argument("--held_out_from", type=int, default=-1,
                    help="draw the subset among the cases the subset of this seed left out (a fresh test of a choice "
                         "made on that subset)")
+    p.add_argument("--exclude_subset", type=int, nargs=2, metavar=("N", "SEED"),
+                   help="leave out of the statistics the cases of the --max_cases N --subset_seed SEED subset (e.g. "
+                        "the cases a choice was made on); predictions are still made for all")
     args = p.parse_args(argv)
     if args.max_cases:
         args.images = case_subset(args.images, os.path.join(args.work, "images_subset"), args.max_cases,
@@ -311,6 +315,11 @@ def main(argv=None):
             if cases is not None:
                 assert cases_m == cases and np.array_equal(dice_m, dice), "measures disagree on the segmentation"
             cases, dice = cases_m, dice_m
+        if args.exclude_subset:
+            excluded = draw(cases, *args.exclude_subset)
+            keep = np.array([c not in excluded for c in cases])
+            scores = {k: v[keep] for k, v in scores.items()}
+            dice, cases = dice[keep], [c for c, k in zip(cases, keep) if k]
         per_run.append((scores, dice))
         case_lists.append(cases)
     shared = all(c == case_lists[0] for c in case_lists)
@@ -328,12 +337,13 @@ def main(argv=None):
              if len(by_trainer) > 1 else "")
     table = bootstrap(per_run, args.bootstrap, groups=trainers, shared_cases=shared)
     sections.append((title, table, dice_summary([d for _, d in per_run])))
-    text = markdown(sections, args.run, len(case_lists[0]), args.bootstrap, resampled_seeds, args.both_empty)
+    text = markdown(sections, args.run, len(case_lists[0]), args.bootstrap, resampled_seeds, args.both_empty,
+                    args.exclude_subset)
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, f"qa_detection{args.suffix}.md"), "w") as f:
         f.write(text)
     with open(os.path.join(args.out, f"qa_detection{args.suffix}.json"), "w") as f:
-        json.dump({"runs": args.run, "both_empty": args.both_empty, "table": table,
+        json.dump({"runs": args.run, "both_empty": args.both_empty, "exclude_subset": args.exclude_subset, "table": table,
                    "by_trainer": {s[0]: {"table": s[1], "dice": s[2]} for s in sections[:-1]},
                    "dice": sections[-1][2],
                    "per_case": [{"run": os.path.basename(r[0].rstrip("/")), "trainer": r[2], "cases": c,
