@@ -84,22 +84,49 @@ def prepare(work: str, patch: int, batch: int, max_features: int, dim: int = 2) 
     return env
 
 
+def started_trainer(method: str, device, dim: int):
+    """nnU-Net's trainer of ``method`` on this script's data and plans, set up to the first training step."""
+    from nnunetv2.run.run_training import get_trainer_from_args
+    dataset_id, _, configuration = DATASETS[dim]
+    trainer = get_trainer_from_args(str(dataset_id), configuration, 0, method, PLANS, device=device)
+    trainer.on_train_start()
+    trainer.on_train_epoch_start()
+    return trainer
+
+
+def measure_in_child(script: str, argv: list, method: str, env: dict) -> dict:
+    """Run ``script ARGV --measure METHOD`` in a fresh process (one method's memory never leaks into the next)
+    and return the dict it prints on its ``RESULT`` line."""
+    proc = subprocess.run([sys.executable, script, *argv, "--measure", method], env=env, capture_output=True,
+                          text=True)
+    result = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    if proc.returncode != 0 or not result:
+        print(proc.stdout[-3000:], proc.stderr[-3000:])
+        raise SystemExit(f"measuring {method} failed")
+    return json.loads(result[0][len("RESULT "):])
+
+
+def write_results(results: str, name: str, report: str, rows: list) -> None:
+    """``<name>.md`` and ``<name>.json`` in ``results``, each written atomically; NaN (not measured) -> null."""
+    from nnunetv2_asyco.atomic_files import atomic_write_bytes
+    os.makedirs(results, exist_ok=True)
+    atomic_write_bytes(report.encode("utf-8"), os.path.join(results, name + ".md"))
+    clean = [{k: None if isinstance(v, float) and v != v else v for k, v in r.items()} for r in rows]
+    atomic_write_bytes(json.dumps(clean, indent=1).encode("utf-8"), os.path.join(results, name + ".json"))
+
+
 def measure(method: str, device_name: str, warmup: int, steps: int, threads: int = 0, dim: int = 2,
             inference: bool = True) -> dict:
     """Runs in the child process: step time, memory and inference time of one method."""
     import numpy as np
     import torch
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
-    from nnunetv2.run.run_training import get_trainer_from_args
 
     if threads:
         torch.set_num_threads(threads)
     device = torch.device(device_name)
     load_before = os.getloadavg()[0]
-    dataset_id, _, configuration = DATASETS[dim]
-    trainer = get_trainer_from_args(str(dataset_id), configuration, 0, method, PLANS, device=device)
-    trainer.on_train_start()
-    trainer.on_train_epoch_start()
+    trainer = started_trainer(method, device, dim)
     rss_before = rss_mb()  # data loaders and network exist; everything training adds comes after this
     for _ in range(warmup):
         trainer.train_step(next(trainer.dataloader_train))
@@ -274,27 +301,15 @@ def main():
         return
     env.update(nnUNet_n_proc_DA="0", nnUNet_compile="false" if args.device == "cpu" else env.get("nnUNet_compile", "true"))
     runs = {m: [] for m in args.methods}
+    argv = ["--work", args.work, "--device", args.device, "--steps", str(args.steps), "--warmup", str(args.warmup),
+            "--patch", str(args.patch), "--batch", str(args.batch), "--max-features", str(args.max_features),
+            "--threads", str(args.threads), "--dim", str(args.dim)] + (["--no-inference"] if args.no_inference else [])
     for method in [m for _ in range(args.rounds) for m in args.methods]:
-        proc = subprocess.run([sys.executable, __file__, "--work", args.work, "--device", args.device, "--steps",
-                               str(args.steps), "--warmup", str(args.warmup), "--patch", str(args.patch), "--batch",
-                               str(args.batch), "--max-features", str(args.max_features), "--threads",
-                               str(args.threads), "--dim", str(args.dim), "--measure", method]
-                              + (["--no-inference"] if args.no_inference else []),
-                              env=env, capture_output=True, text=True)
-        result = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
-        if proc.returncode != 0 or not result:
-            print(proc.stdout[-3000:], proc.stderr[-3000:])
-            raise SystemExit(f"measuring {method} failed")
-        runs[method].append(json.loads(result[0][len("RESULT "):]))
+        runs[method].append(measure_in_child(__file__, argv, method, env))
         print(runs[method][-1], flush=True)
     rows = summarize(runs)
-    os.makedirs(args.results, exist_ok=True)
     report = write_report(rows, args.device, args)
-    name = f"cost_{args.device}" + (f"_{args.tag}" if args.tag else "")
-    with open(os.path.join(args.results, name + ".md"), "w") as f:
-        f.write(report)
-    with open(os.path.join(args.results, name + ".json"), "w") as f:  # not measured (NaN): null
-        json.dump([{k: None if v != v else v for k, v in r.items()} for r in rows], f, indent=1)
+    write_results(args.results, f"cost_{args.device}" + (f"_{args.tag}" if args.tag else ""), report, rows)
     print(report)
 
 

@@ -13,7 +13,6 @@ Writes benchmarks/results/tensor_peak_cpu[_<tag>].md and .json.
 import argparse
 import json
 import os
-import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -32,15 +31,10 @@ def running_peak(events) -> float:
 
 def measure(method: str, warmup: int, threads: int, dim: int) -> dict:
     import torch
-    from nnunetv2.run.run_training import get_trainer_from_args
     from torch.profiler import ProfilerActivity, profile
 
     torch.set_num_threads(threads)
-    dataset_id, _, configuration = run_cost.DATASETS[dim]
-    trainer = get_trainer_from_args(str(dataset_id), configuration, 0, method, run_cost.PLANS,
-                                    device=torch.device("cpu"))
-    trainer.on_train_start()
-    trainer.on_train_epoch_start()
+    trainer = run_cost.started_trainer(method, torch.device("cpu"), dim)
     for _ in range(warmup):
         trainer.train_step(next(trainer.dataloader_train))
     batch = next(trainer.dataloader_train)
@@ -98,25 +92,14 @@ def main():
         print("RESULT " + json.dumps(measure(args.measure, args.warmup, args.threads, args.dim)), flush=True)
         return
     env.update(nnUNet_n_proc_DA="0", nnUNet_compile="false")
+    argv = ["--work", args.work, "--dim", str(args.dim), "--patch", str(args.patch), "--batch", str(args.batch),
+            "--max-features", str(args.max_features), "--warmup", str(args.warmup), "--threads", str(args.threads)]
     rows = []
     for method in args.methods:
-        proc = subprocess.run([sys.executable, __file__, "--work", args.work, "--dim", str(args.dim), "--patch",
-                               str(args.patch), "--batch", str(args.batch), "--max-features", str(args.max_features),
-                               "--warmup", str(args.warmup), "--threads", str(args.threads), "--measure", method],
-                              env=env, capture_output=True, text=True)
-        result = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-        if proc.returncode != 0 or not result:
-            print(proc.stdout[-3000:], proc.stderr[-3000:])
-            raise SystemExit(f"measuring {method} failed")
-        rows.append(json.loads(result[0][len("RESULT "):]))
+        rows.append(run_cost.measure_in_child(__file__, argv, method, env))
         print(rows[-1], flush=True)
-    name = "tensor_peak_cpu" + (f"_{args.tag}" if args.tag else "")
-    os.makedirs(args.results, exist_ok=True)
     text = report(rows, args)
-    with open(os.path.join(args.results, name + ".md"), "w") as f:
-        f.write(text)
-    with open(os.path.join(args.results, name + ".json"), "w") as f:
-        json.dump(rows, f, indent=1)
+    run_cost.write_results(args.results, "tensor_peak_cpu" + (f"_{args.tag}" if args.tag else ""), text, rows)
     print(text)
 
 
