@@ -129,6 +129,21 @@ def test_headline_counts_primary_seeds_and_all_method_seeds_separately_and_repla
         headline.replace_block("no markers here", table)
 
 
+def test_learning_speed_is_compared_per_seed_over_the_whole_curve_and_its_first_quarter():
+    import report
+    curves = {("asyco", 0): [0.1, 0.2, 0.5, 0.9], ("cps", 0): [0.3, 0.4, 0.5, 0.9],
+              ("asyco", 1): [0.2, 0.3, 0.6, 0.8], ("cps", 1): [0.2, 0.5, 0.6, 0.8],
+              ("cps", 2): [0.9, 0.9, 0.9, 0.9]}  # seed 2 has no AsyCo run: left out of the pair
+    records = {(m, 2, seed): {"curves": {"mean_fg_dice": c}} for (m, seed), c in curves.items()}
+    assert report.curve_score_by_seed(records, "asyco", 2) == pytest.approx({0: 0.425, 1: 0.475})
+    assert report.curve_score_by_seed(records, "asyco", 2, first_fraction=0.25) == pytest.approx({0: 0.1, 1: 0.2})
+    lines = report.learning_speed_comparison_lines(records, 2)
+    asyco_cps = next(line for line in lines if line.startswith("| AsyCo − CPS"))
+    # whole curve: -0.1 and -0.05 -> mean -7.5 points; first quarter: -0.2 and 0 -> -10 points; 2 seeds
+    assert asyco_cps.startswith("| AsyCo − CPS | 2 | **-7.50** [") and "| **-10.00** [" in asyco_cps
+    assert not any(line.startswith("| AsyCo − labeled-only") for line in lines)  # no labeled-only runs
+
+
 def test_cost_report_gives_wall_and_cpu_ratios_with_their_per_round_range():
     import argparse
     import importlib.util

@@ -10,6 +10,7 @@ start-up, is left out). Writes ``benchmarks/results/seeding_cost.md`` and ``.jso
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -22,6 +23,7 @@ BENCH_TRAINERS = os.path.join(HERE, "..", "quality", "trainers")
 DATASET_ID = 952
 PLANS = "nnUNetPlansSeedCost"
 TRAINERS = ("nnUNetTrainerLabeledOnly_bench300", "nnUNetTrainerAsyCo_bench300")
+ITERATIONS_PER_EPOCH = 50  # the benchmark's budget trainers
 
 
 def prepare(work: str) -> dict:
@@ -49,24 +51,43 @@ def prepare(work: str) -> dict:
     return env
 
 
-def epoch_seconds(env: dict, trainer: str, seeded: bool, n_proc_da: int, work: str, tag: str) -> list:
+def one_run(env: dict, trainer: str, seeded: bool, n_proc_da: int, work: str, tag: str) -> dict:
+    """Train once; per-epoch wall times (first epoch, start-up, left out) and the CPU seconds of the whole command
+    (trainer and its augmentation workers) per iteration. Kept in ``<tag>.json``, so an interrupted measurement
+    resumes with the runs it has."""
+    from nnunetv2_asyco.atomic_files import atomic_write_bytes
     from nnunetv2_asyco.demo.commands import find_cli
+    record = os.path.join(work, "runs", tag + ".json")
+    if os.path.isfile(record):
+        with open(record) as f:
+            return json.load(f)
     results = os.path.join(work, "results", tag)
     run_env = dict(env, nnUNet_results=results, nnUNet_n_proc_DA=str(n_proc_da))
     if seeded:
         run_env["nnUNet_asyco_seed"] = "0"
     else:
         run_env.pop("nnUNet_asyco_seed", None)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    load = os.getloadavg()[0]
     subprocess.run([find_cli("nnUNetv2_train"), str(DATASET_ID), "2d", "all", "-p", PLANS, "-tr", trainer, "-device",
                     "cpu"], env=run_env, check=True, capture_output=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     checkpoint = os.path.join(results, f"Dataset{DATASET_ID:03d}_SeedCost", f"{trainer}__{PLANS}__2d", "fold_all",
                               "checkpoint_final.pth")
-    logging = torch.load(checkpoint, map_location="cpu", weights_only=False)["logging"]
+    trainer_object = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    logging = trainer_object["logging"]
     durations = [e - s for s, e in zip(logging["epoch_start_timestamps"], logging["epoch_end_timestamps"])]
-    return durations[1:]
+    iterations = len(durations) * ITERATIONS_PER_EPOCH
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    row = {"epoch_seconds": durations[1:], "cpu_seconds_per_iteration": cpu / iterations,
+           "load_at_start": load}
+    os.makedirs(os.path.dirname(record), exist_ok=True)
+    atomic_write_bytes(json.dumps(row).encode("utf-8"), record)
+    return row
 
 
 def main():
+    from nnunetv2_asyco.atomic_files import atomic_write_bytes
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--work", default="/tmp/asyco_seeding_cost")
     p.add_argument("--repeats", type=int, default=3)
@@ -75,27 +96,43 @@ def main():
     env = prepare(args.work)
     rows = {}
     for trainer in TRAINERS:
-        seconds = {True: [], False: []}
+        rounds = []
         for r in range(args.repeats):
-            for seeded in (False, True):  # alternate, so load on a shared machine hits both alike
-                seconds[seeded] += epoch_seconds(env, trainer, seeded, args.n_proc_da, args.work,
-                                                 f"{trainer}_{'seeded' if seeded else 'unseeded'}_{r}")
-        unseeded, seeded = statistics.median(seconds[False]), statistics.median(seconds[True])
-        rows[trainer] = {"unseeded_epoch_s": unseeded, "seeded_epoch_s": seeded, "ratio": seeded / unseeded,
-                         "epochs_measured": len(seconds[True])}
-    with open(os.path.join(RESULTS, "seeding_cost.json"), "w") as f:
-        json.dump({"n_proc_da": args.n_proc_da, "repeats": args.repeats, "rows": rows}, f, indent=1)
+            # unseeded then seeded, back to back: load on a shared machine hits both alike, and each round's ratio
+            # compares runs minutes apart
+            runs = {seeded: one_run(env, trainer, seeded, args.n_proc_da, args.work,
+                                    f"{trainer}_{'seeded' if seeded else 'unseeded'}_{r}") for seeded in (False, True)}
+            rounds.append({
+                "wall_ratio": statistics.median(runs[True]["epoch_seconds"])
+                / statistics.median(runs[False]["epoch_seconds"]),
+                "cpu_ratio": runs[True]["cpu_seconds_per_iteration"] / runs[False]["cpu_seconds_per_iteration"],
+                "unseeded_epoch_s": statistics.median(runs[False]["epoch_seconds"]),
+                "seeded_epoch_s": statistics.median(runs[True]["epoch_seconds"]),
+                "load": [runs[False]["load_at_start"], runs[True]["load_at_start"]]})
+        rows[trainer] = {"rounds": rounds,
+                         "wall_ratio_median": statistics.median(x["wall_ratio"] for x in rounds),
+                         "cpu_ratio_median": statistics.median(x["cpu_ratio"] for x in rounds)}
+    atomic_write_bytes(json.dumps({"n_proc_da": args.n_proc_da, "repeats": args.repeats, "rows": rows},
+                                  indent=1).encode("utf-8"), os.path.join(RESULTS, "seeding_cost.json"))
+    loads = [v for r in rows.values() for x in r["rounds"] for v in x["load"]]
     lines = ["# What seeded training costs", "",
              f"`python benchmarks/cost/seeding_cost.py --repeats {args.repeats} --n-proc-da {args.n_proc_da}`: real "
              "`nnUNetv2_train` on a synthetic 2D dataset (patch 64x64, batch 4, 16 features), 50 iterations per "
-             f"epoch, {args.n_proc_da} augmentation workers, CPU; seeded and unseeded runs alternate; median epoch time "
-             "without each run's first epoch.", "",
-             "| trainer | unseeded (NonDetMultiThreadedAugmenter) [s/epoch] | seeded (MultiThreadedAugmenter, own "
-             "streams) [s/epoch] | ratio |", "|---|---|---|---|"]
+             f"epoch, {args.n_proc_da} augmentation workers, CPU. Each round trains unseeded (nnU-Net's "
+             "NonDetMultiThreadedAugmenter) then seeded (`nnUNet_asyco_seed`: MultiThreadedAugmenter, every worker on "
+             "its own random stream) and takes their ratio: wall = median epoch time without the first epoch "
+             "(start-up); CPU = CPU seconds of the whole command (trainer and augmentation workers) per iteration. "
+             f"1-minute load average at the runs' starts: {min(loads):.1f}-{max(loads):.1f}.", "",
+             "| trainer | unseeded [s/epoch] | seeded [s/epoch] | wall ratio, median (rounds) | CPU ratio, median "
+             "(rounds) |", "|---|---|---|---|---|"]
     for trainer, r in rows.items():
-        lines.append(f"| {trainer} | {r['unseeded_epoch_s']:.2f} | {r['seeded_epoch_s']:.2f} | {r['ratio']:.2f}x |")
-    with open(os.path.join(RESULTS, "seeding_cost.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
+        def spread(key):
+            return ", ".join(f"{x[key]:.2f}" for x in r["rounds"])
+        lines.append(f"| {trainer} | {statistics.median(x['unseeded_epoch_s'] for x in r['rounds']):.2f} | "
+                     f"{statistics.median(x['seeded_epoch_s'] for x in r['rounds']):.2f} | "
+                     f"{r['wall_ratio_median']:.2f}x ({spread('wall_ratio')}) | "
+                     f"{r['cpu_ratio_median']:.2f}x ({spread('cpu_ratio')}) |")
+    atomic_write_bytes(("\n".join(lines) + "\n").encode("utf-8"), os.path.join(RESULTS, "seeding_cost.md"))
     print("\n".join(lines))
 
 

@@ -4,7 +4,9 @@ Reads candidate runs from ``--candidates`` (a run_quality.py results folder) and
 baselines from ``--reference`` (the main runs, same benchmark, budget and code but for the variant classes), and
 writes ``<candidates>/screen.md``: per candidate the per-seed differences to today's AsyCo, their mean, 90% and
 95% t intervals, the screen's verdict (benchmarks/PROTOCOL.md, "Defaults screen") and, for context, the
-candidate's difference to CPS and to labeled-only.
+candidate's difference to CPS and to labeled-only;
+then each candidate's learning speed against today's AsyCo (validation pseudo-Dice over the first quarter of
+training and over all of it).
 
     python benchmarks/quality/report_screen.py --candidates benchmarks/results/v2/defaults_screen/synthetic \
         --reference benchmarks/results/v2/synthetic
@@ -14,10 +16,12 @@ import math
 import os
 import sys
 
+from nnunetv2_asyco.atomic_files import atomic_write_bytes
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from paired_stats import paired_differences, paired_summary  # noqa: E402
-from report import by_seed, fmt_ci, load_runs, per_run_scores  # noqa: E402
+from report import by_seed, curve_score_by_seed, fmt_ci, load_runs, per_run_scores  # noqa: E402
 
 REFERENCE = "asyco"
 MIN_SEEDS_TO_CHANGE = 8
@@ -41,14 +45,21 @@ def diff_cell(candidate: dict, other: dict) -> str:
     return f"{s.mean * 100:+.2f} {fmt_ci(s.ci95_t)}"
 
 
+def curve_scores(records: dict, method: str, reference_records: dict, reference: str, n: int, fraction: float):
+    """Per-seed pseudo-Dice curve means (report.curve_score_by_seed) of a method and of its reference."""
+    return (curve_score_by_seed(records, method, n, fraction),
+            curve_score_by_seed(reference_records, reference, n, fraction))
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--candidates", required=True)
     p.add_argument("--reference", required=True)
     p.add_argument("--n-labeled", type=int, default=2)
     args = p.parse_args(argv)
-    candidates = per_run_scores(load_runs(os.path.join(args.candidates, "quality_runs"))[0])
-    reference = per_run_scores(load_runs(os.path.join(args.reference, "quality_runs"))[0])
+    candidate_runs, candidate_records = load_runs(os.path.join(args.candidates, "quality_runs"))[:2]
+    reference_runs, reference_records = load_runs(os.path.join(args.reference, "quality_runs"))[:2]
+    candidates, reference = per_run_scores(candidate_runs), per_run_scores(reference_runs)
     n = args.n_labeled
     today = by_seed(reference, REFERENCE, n)
     cps, lower = by_seed(reference, "cps", n), by_seed(reference, "labeled_only", n)
@@ -75,10 +86,21 @@ def main(argv=None) -> int:
                      f"{verdict(s, s.n)} | {diff_cell(scores, cps)} | {diff_cell(scores, lower)} |")
     lines += ["", f"For reference, today's AsyCo − CPS: {diff_cell(today, cps)}; today's AsyCo − labeled-only: "
                   f"{diff_cell(today, lower)} (seeds {sorted(today)})."]
-    out = os.path.join(args.candidates, "screen.md")
-    with open(out + ".part", "w") as f:
-        f.write("\n".join(lines) + "\n")
-    os.replace(out + ".part", out)
+    lines += ["", "## Learning speed", "",
+              "Validation pseudo-Dice (nnU-Net's `mean_fg_dice` per epoch), averaged over the first quarter of "
+              "training and over all of it; per-seed difference to today's AsyCo in points (which term slows early "
+              "learning). For reference, today's AsyCo − labeled-only over the first quarter: "
+              f"{diff_cell(*curve_scores(reference_records, REFERENCE, reference_records, 'labeled_only', n, 0.25))}.", "",
+              "| candidate | first quarter: per seed | mean | whole training: per seed | mean |", "|---|---|---|---|---|"]
+    for _, method, *_ in sorted(rows, key=lambda r: -r[0]):
+        cells = []
+        for fraction in (0.25, 1.0):
+            d = paired_differences(*curve_scores(candidate_records, method, reference_records, REFERENCE, n,
+                                                           fraction))
+            cells += [", ".join(f"s{k}: {v * 100:+.1f}" for k, v in d.items()) or "—",
+                      f"{sum(d.values()) / len(d) * 100:+.1f}" if d else "—"]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    atomic_write_bytes(("\n".join(lines) + "\n").encode("utf-8"), os.path.join(args.candidates, "screen.md"))
     print("\n".join(lines))
     return 0
 
